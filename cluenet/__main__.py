@@ -1,0 +1,6 @@
+"""``python -m cluenet ...``: see cluenet/cli.py."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
