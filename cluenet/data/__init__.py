@@ -1,0 +1,1 @@
+"""Dataset loaders and the synthetic ClueWorld generator; every loader yields ``cluenet.schema.Sample``."""
