@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import dataclasses
 import hashlib
 import html
 import json
@@ -37,7 +38,7 @@ import gradio as gr
 import numpy as np
 
 from cluenet import frames as fr
-from cluenet import plots
+from cluenet import plots, video
 from cluenet.errors import ClueNetError, InputError
 from cluenet.schema import LETTERS, FilterSettings, ModelInfo, Trace
 
@@ -50,6 +51,10 @@ MAX_QUESTION_CHARS = 300
 MAX_OPTION_CHARS = 150
 MIN_OPTIONS, MAX_OPTIONS = 2, 5
 MIN_FRAMES, MAX_FRAMES, DEFAULT_FRAMES = 4, 32, 16
+UPLOAD_MAX_BYTES = 100 * 1000**2  # a public CPU Space: far below video.MAX_FILE_BYTES
+UPLOAD_MAX_DURATION_S = 180.0  # three minutes; the library allows video.MAX_DURATION_S
+UPLOAD_LIMITS = dataclasses.replace(video.DEFAULT_LIMITS, max_file_bytes=UPLOAD_MAX_BYTES,
+                                    max_duration_s=UPLOAD_MAX_DURATION_S)
 QUEUE_MAX_SIZE = 20  # waiting jobs beyond this are refused with "queue is full"
 DELETE_CACHE = (1800, 3600)  # every 30 min gradio deletes uploads/outputs older than 1 h
 MAX_DOWNLOADS_KEPT = 64  # trace JSON files kept in this process's temp folder
@@ -100,7 +105,7 @@ def model_banner(info: ModelInfo) -> str:
     line = (f"**Model:** `{info.name}` · backbone `{info.backbone or '?'}` · {info.mode} · "
             f"{info.device}/{info.dtype} · **trained on:** {info.trained_on or 'unknown'}")
     if "random" in info.trained_on.lower():
-        line += ("\n\n⚠️ **This model has random weights: nothing is trained yet.** Its clues, scores "
+        line += ("\n\n⚠ **This model has random weights: nothing is trained yet.** Its clues, scores "
                  "and answers are noise; the page shows the pipeline, not a result.")
     return line
 
@@ -109,7 +114,7 @@ def upload_notice(info: ModelInfo) -> str:
     """The notice shown with answers on uploaded clips from the ClueWorld default."""
     if not knows_only_clueworld(info):
         return ""
-    return ("⚠️ This model only knows ClueWorld scenes (coloured shapes that move, collide and "
+    return ("⚠ This model only knows ClueWorld scenes (coloured shapes that move, collide and "
             "change colour). On other videos its clues and answer are not meaningful.")
 
 
@@ -165,8 +170,6 @@ def strip_frames(video_path: str | None, num_frames: int) -> tuple[np.ndarray | 
     (the strip is decoration: a decode problem must not hide the trace)."""
     if not video_path or num_frames < 1:
         return None, ()
-    from cluenet import video
-
     try:
         clip = video.sample(video_path, num_frames=num_frames, max_side=STRIP_MAX_SIDE)
     except ClueNetError as exc:
@@ -219,7 +222,7 @@ def answer_md(trace: Trace, notice: str = "") -> str:
         parts.append(f"### Answer: {LETTERS[trace.answer]}. {html.escape(trace.options[trace.answer])}"
                      f"  (p = {p:.2f})")
     if trace.gold is not None:
-        verdict = "✅ correct" if trace.correct else "❌ wrong"
+        verdict = "✓ correct" if trace.correct else "✗ wrong"
         parts.append(f"**Ground truth:** {LETTERS[trace.gold]}. {html.escape(trace.options[trace.gold])} — {verdict}")
     if trace.generated_answer is not None and trace.generated_answer != trace.answer:
         parts.append(f"The model wrote <answer>{LETTERS[trace.generated_answer]}</answer>, "
@@ -237,8 +240,8 @@ def answer_md(trace: Trace, notice: str = "") -> str:
 
 def flags_md(trace: Trace) -> str:
     """Hallucination / faithfulness flags and parser or pipeline warnings."""
-    lines = [f"- 🚩 **{f.kind.replace('_', ' ')}**: {html.escape(f.message)}" for f in trace.flags]
-    lines += [f"- ⚠️ {html.escape(w)}" for w in trace.warnings]
+    lines = [f"- ⚑ **{f.kind.replace('_', ' ')}**: {html.escape(f.message)}" for f in trace.flags]
+    lines += [f"- ⚠ {html.escape(w)}" for w in trace.warnings]
     return "\n".join(lines) if lines else "No flags or warnings."
 
 
@@ -322,11 +325,9 @@ def check_request(video_path: str | None, question: str, options: Sequence[str],
 
 
 def check_clip(video_path: str) -> None:
-    """Probe the upload against video.py's named limits (size, duration, ...) before
-    any model work; raises VideoError with the limit in the message."""
-    from cluenet import video
-
-    video.probe(video_path)
+    """Probe the upload against UPLOAD_LIMITS (video.py's limits, tighter size and
+    duration) before any model work; raises VideoError with the limit in the message."""
+    video.probe(video_path, limits=UPLOAD_LIMITS)
 
 
 # ----------------------------------------------------------------------------- the trace panel
@@ -447,18 +448,37 @@ def select_step(view: View | None, step: int | None) -> list:
             chain_html(view.trace, view.step), view]
 
 
-def rerun_reasoning(model: Any, base: Trace, tau_min: float, rho: float, dropped: Sequence[str]) -> Trace:
-    """Apply new filter settings to ``base`` and re-run only the reasoning pass,
-    leaving out the ``dropped`` clue ids.  Raises InputError if nothing would be kept."""
+def rerun_reasoning(model: Any, base: Trace, tau_min: float, rho: float, dropped: Sequence[str],
+                    video_path: str | None = None) -> Trace:
+    """Apply new filter settings to ``base``'s stored scores and re-run only the
+    reasoning pass over the kept clues minus ``dropped`` (one pass 2, no decoding).
+
+    The model keeps the prefix KV cache of recent analyses.  A precomputed example
+    has none yet: with ``video_path`` the clip is analyzed once to rebuild it (same
+    frames, question and options), then the stored trace's clues are reasoned over.
+    Raises InputError if nothing would be kept or the prefix cannot be rebuilt.
+    """
+    from cluenet.filter import select, threshold
+
     try:
         settings = FilterSettings(tau_min=float(tau_min), rho=float(rho), m_max=base.filter.m_max)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    refiltered = model.refilter(base, settings)
-    kept = [c.id for c in refiltered.clues if c.kept and c.id not in set(dropped)]
+    scores = [c.score if c.score is not None else 0.0 for c in base.clues]
+    mask = select(scores, settings)
+    trace = base.with_(clues=tuple(dataclasses.replace(c, kept=k) for c, k in zip(base.clues, mask)),
+                       filter=settings, threshold=threshold(scores, settings))
+    kept = [c.id for c in trace.clues if c.kept and c.id not in set(dropped)]
     if not kept:
         raise InputError(f"every kept clue is dropped ({', '.join(dropped)}): keep at least one clue")
-    return model.reason(refiltered, kept)
+    try:
+        return model.reason(trace, kept)
+    except InputError:
+        if not video_path:
+            raise
+    # no cached prefix (e.g. an example opened from disk): rebuild it, then retry once
+    model.analyze(video_path, base.question, base.options, num_frames=len(base.clip.frame_times) or None)
+    return model.reason(trace, kept)
 
 
 def compare_md(before: Trace, after: Trace, dropped: Sequence[str]) -> str:
@@ -483,12 +503,12 @@ def run_whatif(holder: ModelHolder, view: View | None, tau_min: float, rho: floa
     dropped = list(dropped or [])
     try:
         model = holder.get()
-        after = rerun_reasoning(model, view.base, tau_min, rho, dropped)
+        after = rerun_reasoning(model, view.base, tau_min, rho, dropped, view.video)
     except ClueNetError as exc:
         raise gr.Error(str(exc)) from None
     note = ""
     if view.base.model.name and view.base.model.name != model.info.name:
-        note = (f"\n\n⚠️ This trace was made by `{view.base.model.name}`; the re-run used the loaded "
+        note = (f"\n\n⚠ This trace was made by `{view.base.model.name}`; the re-run used the loaded "
                 f"model `{model.info.name}`.")
     new = View(trace=after, base=view.base, video=view.video, frames=view.frames,
                frame_times=view.frame_times, extra={"dropped": tuple(dropped)})
@@ -514,13 +534,13 @@ def analyze_upload(holder: ModelHolder, video_path: str | None, question: str, *
         model = holder.get()
         yield from _stream(model, video_path, q, opts, n, progress)
     except ClueNetError as exc:
-        yield [status_md(f"❌ {exc}", error=True), *skip]
+        yield [status_md(f"✗ {exc}", error=True), *skip]
         raise gr.Error(str(exc)) from None
     except gr.Error:
         raise
     except Exception as exc:  # a bug: log it server side, show one line
         log.exception("analysis failed")
-        yield [status_md(f"❌ internal error ({type(exc).__name__}); the clip was not analyzed", error=True), *skip]
+        yield [status_md(f"✗ internal error ({type(exc).__name__}); the clip was not analyzed", error=True), *skip]
         raise gr.Error(f"internal error ({type(exc).__name__})") from None
 
 
@@ -533,13 +553,13 @@ def _stream(model: Any, video_path: str, question: str, options: tuple[str, ...]
         last = ev.trace
         if ev.kind != "answer":
             view = View(trace=last, base=last)
-            yield [status_md(f"⏳ {ev.message or ev.kind}"), *render_view(view, final=False), ""]
+            yield [status_md(f"… {ev.message or ev.kind}"), *render_view(view, final=False), ""]
     if last is None:
         raise InputError("the model produced no result for this clip")
     frames, times = strip_frames(video_path, len(last.clip.frame_times))
     view = View(trace=last, base=last, video=video_path, frames=frames, frame_times=times)
     secs = sum(last.timings.values()) if last.timings else 0.0
-    yield [status_md(f"✅ Done in {secs:.1f} s. {notice}"), *render_view(view, notice), ""]
+    yield [status_md(f"✓ Done in {secs:.1f} s. {notice}"), *render_view(view, notice), ""]
 
 
 def status_md(text: str, error: bool = False) -> str:
@@ -552,7 +572,7 @@ def banner(holder: ModelHolder) -> tuple[str, str]:
     try:
         info = holder.get().info
     except ClueNetError as exc:
-        return f"❌ **The model could not be loaded:** {html.escape(str(exc))}", ""
+        return f"✗ **The model could not be loaded:** {html.escape(str(exc))}", ""
     notice = upload_notice(info)
     return model_banner(info), (f'<div class="notice">{html.escape(notice)}</div>' if notice else "")
 
@@ -622,7 +642,7 @@ def build_demo(model_loader: Callable[[], Any] | None = None, examples_dir: Path
     holder = ModelHolder(model_loader or default_loader())
     examples = load_examples(examples_dir)
     with gr.Blocks(title="ClueNet Explorer", delete_cache=DELETE_CACHE) as demo:
-        gr.Markdown("# 🔎 ClueNet Explorer\nWhich visual clues does a video QA model extract, keep and cite? "
+        gr.Markdown("# ClueNet Explorer\nWhich visual clues does a video QA model extract, keep and cite? "
                     "Clues → adaptive filter → reasoning chain → answer.")
         model_md = gr.Markdown("**Model:** loads on first use…", elem_id="model-banner")
         with gr.Tab("Explore"):
@@ -654,13 +674,16 @@ def _example_from_event(examples: list[Example]) -> Callable:
     return on_select
 
 
-def launch(demo: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, **kwargs: Any) -> Any:
-    """Queue (one model job at a time, bounded) and serve with the upload size limit."""
-    from cluenet import video
+def launch(demo: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+           examples_dir: Path = EXAMPLES_DIR, **kwargs: Any) -> Any:
+    """Queue (one model job at a time, bounded) and serve with the upload size limit.
 
+    Only ``examples_dir`` is added to gradio's allowed paths; uploads are read from
+    gradio's own upload folder, never from a path the user typed.
+    """
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX_SIZE)
-    return demo.launch(server_name=host, server_port=port, max_file_size=video.DEFAULT_LIMITS.max_file_bytes,
-                       allowed_paths=[str(EXAMPLES_DIR)], css=CSS, theme=gr.themes.Soft(), **kwargs)
+    return demo.launch(server_name=host, server_port=port, max_file_size=UPLOAD_LIMITS.max_file_bytes,
+                       allowed_paths=[str(examples_dir)], css=CSS, theme=gr.themes.Soft(), **kwargs)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,8 +3,9 @@
 ``clue_frames`` says which sampled frames a clue's time span covers;
 ``frame_strip`` draws the thumbnails side by side (time under each) with
 
-* a coloured bar under a frame for every *kept* clue that spans it (one colour
-  per clue, the clue id written on the bar), a grey one for dropped clues;
+* a bar under a frame for every clue that spans it, the clue id written on it,
+  coloured by filter score on the same scale as the plots (``plots.COLORSCALE``)
+  for kept clues, light grey for dropped ones;
 * a thick red border around frames spanned by a highlighted clue (the clues a
   selected chain step cites).
 
@@ -16,7 +17,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from plotly.colors import sample_colorscale, unlabel_rgb
 
+from .plots import COLORSCALE, UNSCORED_COLOR
 from .schema import Clue
 
 THUMB_HEIGHT_PX = 84
@@ -26,7 +29,6 @@ CAPTION_PX = 16
 BAND_PX = 13
 BORDER_PX = 4
 SPAN_TOLERANCE_S = 0.05  # clue times are written with one decimal: allow half of that
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 DROPPED_BAND = "#c9ccd1"
 HIGHLIGHT = "#e8453c"
 BACKGROUND = "#ffffff"
@@ -88,7 +90,6 @@ def frame_strip(
     canvas = Image.new("RGB", (max(width, 1), height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     font = _font(11)
-    colour = {c.id: PALETTE[i % len(PALETTE)] for i, c in enumerate(c for c in clues if c.kept is not False)}
     x = GAP_PX
     for i, thumb in enumerate(thumbs):
         lit = any(c.id in highlight for c in covering[i])
@@ -99,12 +100,33 @@ def frame_strip(
         draw.text((x + BORDER_PX, y + 1), f"{times[i]:.1f}s", fill="#333333", font=font)
         y += CAPTION_PX
         for c in covering[i]:
-            fill = colour.get(c.id, DROPPED_BAND)
+            fill = band_colour(c)
             draw.rectangle([x, y, x + cell_w[i] - 1, y + BAND_PX - 1], fill=fill)
-            draw.text((x + 3, y), c.id, fill="#ffffff" if c.id in colour else "#555555", font=font)
+            draw.text((x + 3, y), c.id, fill=_text_colour(fill), font=font)
             y += BAND_PX + 1
         x += cell_w[i] + GAP_PX
     return np.asarray(canvas)
+
+
+def band_colour(clue: Clue) -> tuple[int, int, int]:
+    """Kept: the score's colour on the plots' scale; dropped: light grey; unscored: grey."""
+    if clue.kept is False:
+        return _rgb(DROPPED_BAND)
+    if clue.score is None:
+        return _rgb(UNSCORED_COLOR)
+    r, g, b = unlabel_rgb(sample_colorscale(COLORSCALE, [min(max(clue.score, 0.0), 1.0)])[0])
+    return int(round(r)), int(round(g)), int(round(b))
+
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    h = hex_colour.lstrip("#")
+    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+
+
+def _text_colour(fill: tuple[int, int, int]) -> str:
+    """Dark text on light bands (yellow end of Viridis, grey), white on dark ones."""
+    luminance = 0.299 * fill[0] + 0.587 * fill[1] + 0.114 * fill[2]
+    return "#222222" if luminance > 140 else "#ffffff"
 
 
 def _covering(times: Sequence[float], clues: Sequence[Clue]) -> list[list[Clue]]:

@@ -150,3 +150,11 @@ def test_frame_strip_rejects_mismatched_input():
         fr.frame_strip(np.zeros((2, 8, 8, 3), np.uint8), [0.0, 1.0, 2.0])
     with pytest.raises(ValueError, match="shape"):
         fr.frame_strip(np.zeros((2, 8, 8), np.uint8), [0.0, 1.0])
+
+
+def test_band_colours_follow_the_score_scale():
+    low = fr.band_colour(Clue(id="c1", start=0, end=1, text="x", score=0.0, kept=True))
+    high = fr.band_colour(Clue(id="c2", start=0, end=1, text="x", score=1.0, kept=True))
+    dropped = fr.band_colour(Clue(id="c3", start=0, end=1, text="x", score=1.0, kept=False))
+    assert low == (68, 1, 84) and high == (253, 231, 37)  # the ends of Viridis
+    assert dropped == fr._rgb(fr.DROPPED_BAND)

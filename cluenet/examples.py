@@ -1,0 +1,136 @@
+"""Build the app's example gallery: ClueWorld clips with traces by the default model.
+
+    python -m cluenet.examples                       # 6 clips, seed 90001, into assets/examples/
+    python -m cluenet.examples --n 4 --seed 90101 --out /tmp/ex --frames 16
+
+For each clip the folder gets ``<id>.mp4`` (small H.264), ``<id>.jpg`` (poster
+for the gallery) and ``<id>.trace.json`` (a ``Trace``), plus ``index.json``::
+
+    {"command": "python -m cluenet.examples --n 6 ...", "seed": 90001, "n": 6,
+     "model": {...ModelInfo...}, "total_bytes": ...,
+     "examples": [{"id", "video", "poster", "trace", "question", "qtype"}, ...]}
+
+Seeds from ``EXAMPLE_SEED`` up are never used for training data, so the model
+has not seen these clips.  The whole folder must stay under ``MAX_TOTAL_BYTES``
+(the Space repository carries it); the build fails if it does not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from .errors import ConfigError
+
+EXAMPLE_SEED = 90001  # ClueWorld seeds >= 90000 are reserved for examples (never trained on)
+DEFAULT_N = 6
+MAX_N = 24
+MAX_TOTAL_BYTES = 2_000_000
+POSTER_SIDE_PX = 192
+VIDEO_OPTIONS = {"crf": "30", "preset": "veryslow", "g": "48"}  # flat synthetic scenes compress well
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "assets" / "examples"
+
+
+def _fps(times: Sequence[float]) -> float:
+    """Frame rate of an evenly timed episode (ClueWorld renders at a fixed rate)."""
+    if len(times) < 2:
+        return 1.0
+    return float(round(1.0 / float(np.median(np.diff(times))), 3))
+
+
+def _poster(frames: np.ndarray, path: Path) -> None:
+    """The middle frame, at most POSTER_SIDE_PX on its long side, as JPEG."""
+    img = Image.fromarray(np.asarray(frames[len(frames) // 2], dtype=np.uint8))
+    img.thumbnail((POSTER_SIDE_PX, POSTER_SIDE_PX))
+    img.save(path, quality=85)
+
+
+def _clear_previous(out: Path) -> None:
+    """Remove the files a previous build listed in index.json (and nothing else)."""
+    index = out / "index.json"
+    if not index.is_file():
+        return
+    for entry in json.loads(index.read_text()).get("examples", []):
+        for key in ("video", "poster", "trace"):
+            if entry.get(key) and "/" not in entry[key]:  # only plain names inside `out`
+                (out / entry[key]).unlink(missing_ok=True)
+
+
+def build_one(model: Any, seed: int, out: Path, num_frames: int | None, world_cfg: Any) -> dict:
+    """Render one episode, encode it, run the model on the encoded file, write the trace."""
+    from .data.clueworld import make_episode
+    from .video import write_video
+
+    frames, times, sample = make_episode(seed, world_cfg)
+    stem = f"ex{seed}"
+    video_path = write_video(out / f"{stem}.mp4", frames, fps=_fps(times), options=VIDEO_OPTIONS)
+    _poster(np.asarray(frames), out / f"{stem}.jpg")
+    # the model reads the encoded file, exactly as the app would: the trace matches the clip shown
+    trace = model.analyze(str(video_path), sample.question, sample.options, num_frames=num_frames,
+                          gold=sample.answer, sample_id=stem, qtype=sample.qtype)
+    (out / f"{stem}.trace.json").write_text(trace.to_json())
+    return {"id": stem, "video": video_path.name, "poster": f"{stem}.jpg", "trace": f"{stem}.trace.json",
+            "question": sample.question, "qtype": sample.qtype, "seed": seed}
+
+
+def build(out: Path, n: int = DEFAULT_N, seed: int = EXAMPLE_SEED, model: Any = None,
+          num_frames: int | None = None, command: str = "") -> Path:
+    """Write ``n`` examples (seeds ``seed .. seed+n-1``) and ``index.json`` into ``out``.
+
+    ``model`` defaults to ``ClueNet.from_pretrained()`` (the embedded default).
+    Returns the index path; raises ConfigError for a bad ``n``/``seed`` or when the
+    folder ends up over ``MAX_TOTAL_BYTES``.
+    """
+    if not 1 <= n <= MAX_N:
+        raise ConfigError(f"--n is {n}, allowed 1-{MAX_N}")
+    if seed < EXAMPLE_SEED - 1:
+        raise ConfigError(f"--seed is {seed}: example seeds must be >= {EXAMPLE_SEED - 1} (reserved, never trained on)")
+    from .data.clueworld import WorldConfig
+
+    if model is None:
+        from .model import ClueNet
+
+        model = ClueNet.from_pretrained()
+    out.mkdir(parents=True, exist_ok=True)
+    _clear_previous(out)
+    entries = [build_one(model, seed + i, out, num_frames, WorldConfig()) for i in tqdm(range(n), desc="examples")]
+    total = sum((out / e[k]).stat().st_size for e in entries for k in ("video", "poster", "trace"))
+    index = {"command": command, "seed": seed, "n": n, "model": model.info.to_dict(),
+             "total_bytes": total, "examples": entries}
+    path = out / "index.json"
+    path.write_text(json.dumps(index, indent=2, ensure_ascii=False))
+    if total > MAX_TOTAL_BYTES:
+        raise ConfigError(f"examples take {total} bytes, limit {MAX_TOTAL_BYTES}: use a smaller --n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry (see the module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m cluenet.examples", description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"number of clips (1-{MAX_N})")
+    parser.add_argument("--seed", type=int, default=EXAMPLE_SEED, help="first ClueWorld seed")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
+    parser.add_argument("--frames", type=int, default=None, help="frames the model samples (default: its own)")
+    args = parser.parse_args(argv)
+    command = shlex.join(["python", "-m", "cluenet.examples", *argv])
+    from .errors import ClueNetError
+
+    try:
+        path = build(args.out, args.n, args.seed, num_frames=args.frames, command=command)
+    except ClueNetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
