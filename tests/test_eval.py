@@ -3,6 +3,7 @@ CLI, trace metrics on a constructed case, and answer extraction from free text."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from cluenet.schema import LETTERS, ClipInfo, Clue, Sample, Step, Trace
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
-NEXTQA_DIR = Path(__import__("os").environ.get("CLUENET_NEXTQA_DIR", ROOT.parent / "shared" / "data" / "nextqa"))
+NEXTQA_DIR = Path(os.environ.get("CLUENET_NEXTQA_DIR", ROOT.parent / "shared" / "data" / "nextqa"))
 needs_nextqa = pytest.mark.skipif(not (NEXTQA_DIR / "val.csv").is_file(), reason=f"NExT-QA files not in {NEXTQA_DIR}")
 
 
