@@ -5,7 +5,12 @@ Definitions (all parameters live in ``MatchConfig``):
 * **Statement normalisation** -- lower case, punctuation to spaces, the articles
   a/an/the dropped, whitespace collapsed.
 * **Statement match** -- the normalised statements are equal, or their token F1
-  (SQuAD-style, over word multisets) is >= ``min_text_f1`` (default 0.5).
+  (SQuAD-style, over word multisets) is >= ``min_text_f1`` (default 0.85).
+  The default is strict on purpose: clue statements are short (3-7 words), and
+  one changed word -- a wrong colour or object -- in a statement of up to six
+  words gives F1 <= 0.83, which must count as a different (possibly
+  hallucinated) clue; an added filler word ("person is holding cup") still
+  matches.  Lower it for free-form paraphrases.
 * **Time match** -- the temporal IoU of the two spans, each first widened by
   ``tolerance`` seconds on both sides, is >= ``min_iou`` (default 0.3 and
   0.25 s).  The widening lets point events (a single keyframe, start == end)
@@ -42,7 +47,7 @@ from cluenet.schema import Clue, Step
 
 DEFAULT_MIN_IOU = 0.3
 DEFAULT_TOLERANCE_S = 0.25
-DEFAULT_MIN_TEXT_F1 = 0.5
+DEFAULT_MIN_TEXT_F1 = 0.85
 _ARTICLES = {"a", "an", "the"}
 
 

@@ -164,7 +164,7 @@ def _trace_case() -> tuple[list[Sample], list[Trace]]:
     t1_chain = (Step("x", ("c1", "c2")), Step("y", ("c9", "c3")))  # c2 filtered, c9 missing
     traces = [
         _trace("s1", 1, OPTS, t1_clues, t1_chain, {"clues": 30, "chain": 20}),
-        _trace("s2", None, OPTS, (Clue("c1", 0.0, 1.6, "the red circle enters", kept=True),),
+        _trace("s2", None, OPTS, (Clue("c1", 0.0, 1.6, "the red circle enters from left", kept=True),),
                (Step("z", ("c1",)),), {"clues": 10, "chain": 10}),
     ]  # s3 has no trace
     return samples, traces

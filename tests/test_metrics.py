@@ -57,6 +57,14 @@ def test_clues_match_needs_both_time_and_text():
     assert clues_match(clue("p", 2.1, 2.1, "person holding cup"), point, MatchConfig(tolerance=0.25))
 
 
+def test_default_config_separates_one_changed_word():
+    gold = clue("g", 2.5, 3.0, "the red diamond enters from the left")
+    assert not clues_match(clue("p", 2.5, 3.0, "the blue diamond enters from the left"), gold)  # wrong colour
+    assert clues_match(clue("p", 2.5, 3.0, "the red diamond enters from the left side"), gold)  # one extra word
+    assert not clues_match(clue("p", 2.5, 3.0, "blue diamond enters from the left"), gold, MatchConfig(min_text_f1=0.85))
+    assert clues_match(clue("p", 2.5, 3.0, "blue diamond enters from the left"), gold, MatchConfig(min_text_f1=0.8))
+
+
 def test_match_config_rejects_bad_values():
     with pytest.raises(ValueError, match="min_iou"):
         MatchConfig(min_iou=0.0)
