@@ -18,8 +18,8 @@ from cluenet.schema import Clue, Sample, Step
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
-NEXTQA_DIR = Path(os.environ.get("CLUENET_NEXTQA_DIR", ROOT.parent / "shared" / "data" / "nextqa"))
-needs_nextqa = pytest.mark.skipif(not (NEXTQA_DIR / "val.csv").is_file(), reason=f"NExT-QA files not in {NEXTQA_DIR}")
+NEXTQA_DIR = Path(os.environ.get("CLUENET_NEXTQA_DIR", ROOT / "tests" / "fixtures" / "nextqa"))
+needs_nextqa = pytest.mark.usefixtures()  # the files ship in tests/fixtures/nextqa: a missing file fails, never skips
 
 # counted once with `collections.Counter(row["type"] for row in csv.DictReader(open("val.csv")))`
 VAL_TYPE_COUNTS = {"CW": 1924, "CH": 683, "TN": 895, "TC": 663, "TP": 54, "DC": 177, "DL": 295, "DO": 305}

@@ -21,8 +21,8 @@ from cluenet.schema import LETTERS, ClipInfo, Clue, Sample, Step, Trace
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
-NEXTQA_DIR = Path(os.environ.get("CLUENET_NEXTQA_DIR", ROOT.parent / "shared" / "data" / "nextqa"))
-needs_nextqa = pytest.mark.skipif(not (NEXTQA_DIR / "val.csv").is_file(), reason=f"NExT-QA files not in {NEXTQA_DIR}")
+NEXTQA_DIR = Path(os.environ.get("CLUENET_NEXTQA_DIR", ROOT / "tests" / "fixtures" / "nextqa"))
+needs_nextqa = pytest.mark.usefixtures()  # the files ship in tests/fixtures/nextqa: a missing file fails, never skips
 
 
 def run_eval(*args: str) -> subprocess.CompletedProcess:
