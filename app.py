@@ -50,7 +50,7 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 MAX_QUESTION_CHARS = 300
 MAX_OPTION_CHARS = 150
 MIN_OPTIONS, MAX_OPTIONS = 2, 5
-MIN_FRAMES, MAX_FRAMES, DEFAULT_FRAMES = 4, 32, 16
+MIN_FRAMES, MAX_FRAMES, DEFAULT_FRAMES = 4, 32, 8
 UPLOAD_MAX_BYTES = 100 * 1000**2  # a public CPU Space: far below video.MAX_FILE_BYTES
 UPLOAD_MAX_DURATION_S = 180.0  # three minutes; the library allows video.MAX_DURATION_S
 UPLOAD_LIMITS = dataclasses.replace(video.DEFAULT_LIMITS, max_file_bytes=UPLOAD_MAX_BYTES,
@@ -397,8 +397,10 @@ def build_panel(left: Callable[[], Any]) -> Panel:
         with gr.Column(scale=2):
             answer = gr.Markdown(elem_classes=["answer"])
             probs = gr.Plot(label="Option probabilities", show_label=False)
-    strip = gr.Image(label="Sampled frames (red border: frames the selected step's clues span)",
-                     interactive=False, type="numpy", elem_classes=["strip"])
+    gr.Markdown("#### Sampled frames\nBars under a frame: the clues that span it, coloured by filter score "
+                "(grey: dropped). Red border: frames spanned by the clues of the selected chain step.")
+    strip = gr.Image(show_label=False, interactive=False, type="numpy", elem_classes=["strip"],
+                     buttons=["fullscreen"])
     with gr.Row(equal_height=False):
         timeline = gr.Plot(label="Clue timeline", show_label=False, scale=3)
         scores = gr.Plot(label="Filter scores", show_label=False, scale=2)
@@ -559,7 +561,7 @@ def _stream(model: Any, video_path: str, question: str, options: tuple[str, ...]
     frames, times = strip_frames(video_path, len(last.clip.frame_times))
     view = View(trace=last, base=last, video=video_path, frames=frames, frame_times=times)
     secs = sum(last.timings.values()) if last.timings else 0.0
-    yield [status_md(f"✓ Done in {secs:.1f} s. {notice}"), *render_view(view, notice), ""]
+    yield [status_md(f"✓ Done in {secs:.1f} s."), *render_view(view, notice), ""]
 
 
 def status_md(text: str, error: bool = False) -> str:
@@ -567,14 +569,18 @@ def status_md(text: str, error: bool = False) -> str:
     return f'<div class="{cls}">{html.escape(text)}</div>'
 
 
-def banner(holder: ModelHolder) -> tuple[str, str]:
-    """Page load: load the model (first visit) and say which it is."""
+def banner(holder: ModelHolder) -> tuple[str, str, Any]:
+    """Page load: load the model (first visit), say which it is, and preset the frame
+    count to the one the model was trained with."""
     try:
-        info = holder.get().info
+        model = holder.get()
     except ClueNetError as exc:
-        return f"✗ **The model could not be loaded:** {html.escape(str(exc))}", ""
-    notice = upload_notice(info)
-    return model_banner(info), (f'<div class="notice">{html.escape(notice)}</div>' if notice else "")
+        return f"✗ **The model could not be loaded:** {html.escape(str(exc))}", "", gr.skip()
+    notice = upload_notice(model.info)
+    frames = getattr(model, "num_frames", None)
+    frames_update = gr.update(value=frames) if frames and MIN_FRAMES <= frames <= MAX_FRAMES else gr.skip()
+    return (model_banner(model.info), f'<div class="notice">{html.escape(notice)}</div>' if notice else "",
+            frames_update)
 
 
 # ----------------------------------------------------------------------------- layout
@@ -622,7 +628,8 @@ def _inspect_form() -> dict:
         form["options"] = [gr.Textbox(label=f"Option {LETTERS[i]}", max_length=MAX_OPTION_CHARS,
                                       elem_id=f"option-{LETTERS[i]}", min_width=120) for i in range(MAX_OPTIONS)]
     with gr.Row():
-        form["frames"] = gr.Slider(MIN_FRAMES, MAX_FRAMES, value=DEFAULT_FRAMES, step=1, label="Frames to sample")
+        form["frames"] = gr.Slider(MIN_FRAMES, MAX_FRAMES, value=DEFAULT_FRAMES, step=1, label="Frames to sample",
+                                   elem_id="frames")
         form["run"] = gr.Button("Analyze", variant="primary", elem_id="analyze")
     form["status"] = gr.HTML(elem_id="inspect-status")
     return form
@@ -650,7 +657,7 @@ def build_demo(model_loader: Callable[[], Any] | None = None, examples_dir: Path
         with gr.Tab("Inspect"):
             form: dict[str, Any] = {}
             in_panel = build_panel(lambda: form.update(_inspect_form()))
-        demo.load(lambda: banner(holder), None, [model_md, form["notice"]],
+        demo.load(lambda: banner(holder), None, [model_md, form["notice"], form["frames"]],
                   concurrency_id=MODEL_JOBS, concurrency_limit=1)
         ex_outputs = [ex_video, *ex_panel.outputs(), ex_panel.whatif]
         gallery.select(_example_from_event(examples), None, ex_outputs)

@@ -21,7 +21,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -34,15 +34,7 @@ DEFAULT_N = 6
 MAX_N = 24
 MAX_TOTAL_BYTES = 2_000_000
 POSTER_SIDE_PX = 192
-VIDEO_OPTIONS = {"crf": "30", "preset": "veryslow", "g": "48"}  # flat synthetic scenes compress well
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "assets" / "examples"
-
-
-def _fps(times: Sequence[float]) -> float:
-    """Frame rate of an evenly timed episode (ClueWorld renders at a fixed rate)."""
-    if len(times) < 2:
-        return 1.0
-    return float(round(1.0 / float(np.median(np.diff(times))), 3))
 
 
 def _poster(frames: np.ndarray, path: Path) -> None:
@@ -65,12 +57,13 @@ def _clear_previous(out: Path) -> None:
 
 def build_one(model: Any, seed: int, out: Path, num_frames: int | None, world_cfg: Any) -> dict:
     """Render one episode, encode it, run the model on the encoded file, write the trace."""
-    from .data.clueworld import make_episode
+    from .data.clueworld import ENCODER_OPTIONS, make_episode
     from .video import write_video
 
-    frames, times, sample = make_episode(seed, world_cfg)
     stem = f"ex{seed}"
-    video_path = write_video(out / f"{stem}.mp4", frames, fps=_fps(times), options=VIDEO_OPTIONS)
+    frames, _, sample = make_episode(seed, world_cfg, sample_id=stem)
+    # the generator's own encoder settings: the clip looks exactly like the training clips
+    video_path = write_video(out / f"{stem}.mp4", frames, fps=world_cfg.fps, options=ENCODER_OPTIONS)
     _poster(np.asarray(frames), out / f"{stem}.jpg")
     # the model reads the encoded file, exactly as the app would: the trace matches the clip shown
     trace = model.analyze(str(video_path), sample.question, sample.options, num_frames=num_frames,

@@ -118,6 +118,7 @@ def clue_timeline(trace: Trace, highlight: Iterable[str] = ()) -> go.Figure:
     x_max = max([trace.clip.duration, *(c.end for c in trace.clues)], default=1.0) or 1.0
     fig.update_xaxes(title_text="time (s)", range=[0, x_max * 1.02])
     _layout(fig, "Clue timeline", rows=len(order))
+    _note_if_empty(fig, trace)
     return fig
 
 
@@ -162,6 +163,7 @@ def filter_scores(trace: Trace, highlight: Iterable[str] = ()) -> go.Figure:
     fig.update_xaxes(categoryorder="array", categoryarray=[c.id for c in trace.clues], title_text="clue")
     fig.update_yaxes(range=[0, 1.05], title_text="filter score")
     _layout(fig, "Filter scores", rows=None)
+    _note_if_empty(fig, trace)
     return fig
 
 
@@ -190,6 +192,13 @@ def option_probs(trace: Trace) -> go.Figure:
     _layout(fig, "Option probabilities", rows=n)
     fig.update_layout(showlegend=False)
     return fig
+
+
+def _note_if_empty(fig: go.Figure, trace: Trace) -> None:
+    """Say so in the plot when there is nothing to draw, rather than show empty axes."""
+    if not trace.clues:
+        fig.add_annotation(text="no clues extracted", xref="paper", yref="paper", x=0.5, y=0.5,
+                           showarrow=False, font={"size": 14, "color": "#777777"})
 
 
 def _layout(fig: go.Figure, title: str, rows: int | None) -> None:

@@ -5,6 +5,7 @@ rendering, step selection, what-if re-runs with a tiny real model.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -18,6 +19,34 @@ from cluenet.errors import InputError
 from cluenet.schema import ModelInfo, Step, Trace
 
 OPTS = ["red circle", "blue square", "", "", ""]
+TEST_CLUE_TOKENS, TEST_CHAIN_TOKENS = 40, 24  # random weights write noise: short caps keep tests fast
+TEST_FRAMES = 4
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_model():
+    """The tiny random Qwen2.5-VL ClueNet (shipped tokenizer, no download), shared by
+    this module and tests/test_browser.py; built once per session."""
+    from cluenet import backbones
+    from cluenet.filter import FilterHead
+    from cluenet.model import ClueNet
+
+    net, proc = backbones.tiny_model(backbones.PRIMARY, seed=0)
+    head = FilterHead(int(net.config.get_text_config().hidden_size)).eval()
+    model = ClueNet.from_components(net, proc, head, name="tiny-test", trained_on="nothing: random weights (test)")
+    model.max_clue_tokens, model.max_chain_tokens = TEST_CLUE_TOKENS, TEST_CHAIN_TOKENS
+    return model
+
+
+def square_clip(path: Path, seconds: float = 3.0, fps: int = 8) -> Path:
+    """A small clip of a red square moving right (written with PyAV)."""
+    from cluenet.video import write_video
+
+    n = int(seconds * fps)
+    frames = np.full((n, 96, 128, 3), 235, np.uint8)
+    for k in range(n):
+        frames[k, 30:60, 5 + 3 * k:35 + 3 * k] = (220, 40, 40)
+    return write_video(path, frames, fps=fps)
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -163,3 +192,65 @@ def test_compare_md_says_whether_the_answer_changed():
     before = make_trace(answer=1)
     assert "Answer changed: B → D" in app.compare_md(before, before.with_(answer=3), ["c1"])
     assert "Answer unchanged: B" in app.compare_md(before, before, [])
+
+
+def _with_clues(trace: Trace, scores=(0.9, 0.6, 0.2)) -> Trace:
+    """The tiny random model writes no parsable clues: give its trace scored clues
+    (the cached prefix is keyed by clip and question, so pass 2 can reason over them)."""
+    clues = make_trace(scores=scores).clues
+    return trace.with_(clues=clues, filter=app.FilterSettings(tau_min=0.3, rho=0.5))
+
+
+@pytest.fixture(scope="module")
+def example_dir(tmp_path_factory):
+    """One example on disk whose trace came from the tiny model (clip + trace JSON)."""
+    folder = tmp_path_factory.mktemp("ex")
+    clip = square_clip(folder / "ex0.mp4")
+    trace = tiny_model().analyze(str(clip), "Which way does the square move?", ("left", "right", "up"),
+                                 num_frames=TEST_FRAMES, sample_id="ex0")
+    tiny_model().cache.clear()  # as after a restart: no prefix cached for this example
+    (folder / "ex0.trace.json").write_text(_with_clues(trace).to_json())
+    (folder / "index.json").write_text(json.dumps(
+        {"examples": [{"id": "ex0", "video": "ex0.mp4", "trace": "ex0.trace.json"}]}))
+    return folder
+
+
+def test_whatif_rebuilds_an_example_prefix_and_reasons_over_the_kept_clues(example_dir):
+    (ex,) = app.load_examples(example_dir)
+    holder = app.ModelHolder(tiny_model)
+    view = dict(zip(app.Panel.OUTPUTS, app.open_example([ex], 0)[1:]))["state"]
+    # threshold max(0.3, 0.5 * 0.9) = 0.45 keeps c1 (0.9) and c2 (0.6); the user drops c1
+    out = app.run_whatif(holder, view, 0.3, 0.5, ["c1"])
+    after = out[app.Panel.OUTPUTS.index("state")].trace
+    assert [c.kept for c in after.clues] == [False, True, False]
+    assert after.threshold == pytest.approx(0.45)
+    context = after.raw["reasoning"]
+    assert "c2 [" in context and "c1 [" not in context and "c3 [" not in context
+    assert after.answer is not None and len(after.option_probs) == 3
+    assert "you dropped c1" in out[-1] and "Answer" in out[-1]
+
+
+def test_whatif_threshold_changes_the_kept_set(example_dir):
+    (ex,) = app.load_examples(example_dir)
+    after = app.rerun_reasoning(tiny_model(), ex.trace, tau_min=0.1, rho=0.1, dropped=[], video_path=str(ex.video))
+    assert all(c.kept for c in after.clues) and after.threshold == pytest.approx(0.1)
+    assert "c3 [" in after.raw["reasoning"]
+    with pytest.raises(InputError, match="keep at least one clue"):
+        app.rerun_reasoning(tiny_model(), ex.trace, 0.95, 0.5, ["c1"], str(ex.video))
+    with pytest.raises(gr.Error, match="Open an example"):
+        app.run_whatif(app.ModelHolder(tiny_model), None, 0.3, 0.5, [])
+
+
+def test_analyze_upload_streams_to_an_answer(tmp_path):
+    clip = square_clip(tmp_path / "clip.mp4")
+    holder = app.ModelHolder(tiny_model)
+    outs = list(app.analyze_upload(holder, str(clip), "Which way does the square move?",
+                                   "left", "right", "up", "", "", TEST_FRAMES))
+    statuses = [o[0] for o in outs if not isinstance(o[0], dict)]
+    assert "Checking the clip" in statuses[0] and "Done" in statuses[-1]
+    final = dict(zip(app.Panel.OUTPUTS, outs[-1][1:]))
+    trace = final["state"].trace
+    assert trace.answer in (0, 1, 2) and len(trace.clip.frame_times) == TEST_FRAMES
+    assert "Answer:" in final["answer"] and "only knows ClueWorld" in final["answer"]
+    assert final["strip"] is not None  # frames decoded for the strip
+    assert Trace.from_json(Path(final["download"]["value"]).read_text()) == trace

@@ -158,3 +158,10 @@ def test_band_colours_follow_the_score_scale():
     dropped = fr.band_colour(Clue(id="c3", start=0, end=1, text="x", score=1.0, kept=False))
     assert low == (68, 1, 84) and high == (253, 231, 37)  # the ends of Viridis
     assert dropped == fr._rgb(fr.DROPPED_BAND)
+
+
+def test_empty_trace_says_no_clues():
+    trace = make_trace().with_(clues=(), chain=(), threshold=None)
+    for fig in (plots.clue_timeline(trace), plots.filter_scores(trace)):
+        assert [a.text for a in fig.layout.annotations] == ["no clues extracted"]
+        assert not [t for t in fig.data if t.type == "bar"]
