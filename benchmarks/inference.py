@@ -1,0 +1,122 @@
+"""Inference benchmark: python -m benchmarks.inference [--quick] [--json out.json]
+
+On one backbone (assets/model if shipped, else the tiny random default) and one
+generated ClueWorld clip, measures in the same run:
+
+* ClueNet ``analyze`` latency / ``answer_direct`` latency (both from a cold clip cache);
+* second question on the same clip / first question (frames and vision features reused);
+* ``reason`` (pass 2 only) / full ``analyze``;
+* generated tokens per stage;
+* the unavoidable work of one analyze timed separately -- decode of the sampled
+  frames, one vision encoding, one prefill of the prefix, and one decoding step per
+  generated token -- and analyze / that sum (the pipeline's overhead);
+* the filter head's share of the analyze time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+QUICK_CAP = 24  # generated-token caps in --quick mode (an untrained model never closes a block)
+QUESTIONS = ("What happens first?", "What happens last?")
+
+
+def _clip_file(folder: Path) -> tuple[Path, tuple[str, ...]]:
+    from cluenet.data.clueworld import make_episode
+    from cluenet.video import write_video
+
+    frames, times, sample = make_episode(0)
+    fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 8.0
+    path = folder / "bench.mp4"
+    write_video(path, list(frames), fps=fps)
+    return path, tuple(sample.options)
+
+
+def _timed(fn, *args, **kw):
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    return time.perf_counter() - t0, out
+
+
+def _unavoidable(net, path: Path, options, trace) -> dict[str, float]:
+    """Each necessary piece of one analyze, timed on its own."""
+    from cluenet import prompts, video
+    from cluenet.model import _Gen
+
+    n = len(trace.clip.frame_times)
+    t_decode, sampled = _timed(video.sample, path, num_frames=n, max_side=448)
+    clip = net._clip(sampled, n)
+    text = prompts.prefix_text(net.processor, QUESTIONS[0], options, clip.times)
+    inputs = net.family.processor_inputs(net.processor, text, clip.frames, clip.times)
+    t_vision, vision = _timed(net._encode_video, inputs)
+    inputs = {k: v for k, v in inputs.items() if k != "pixel_values_videos"}
+    t_prefill, prefix = _timed(net._prefill, clip, vision, inputs, QUESTIONS[0], options)
+    generated = trace.tokens.get("clues", 0) + trace.tokens.get("chain", 0)
+    gen, tok = _Gen(), net._ids["clues_open"]
+    t0 = time.perf_counter()
+    for _ in range(generated):  # one cached decoding step per generated token
+        net._feed([tok], prefix, gen)
+    t_tokens = time.perf_counter() - t0
+    return {"decode": t_decode, "vision": t_vision, "prefill": t_prefill, "tokens": t_tokens}
+
+
+def run(quick: bool = True) -> list[dict]:
+    """Rows of ratios and token counts (see the module docstring)."""
+    from cluenet.model import ClueNet
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    net = ClueNet.from_pretrained(device="cpu" if not torch.cuda.is_available() else None)
+    if quick:
+        net.max_clue_tokens = net.max_chain_tokens = QUICK_CAP
+    with tempfile.TemporaryDirectory() as tmp:
+        path, options = _clip_file(Path(tmp))
+        net.analyze(path, QUESTIONS[0], options)  # warm-up: lazy imports, allocator
+        net.cache.clear()
+        t_first, first = _timed(net.analyze, path, QUESTIONS[0], options)
+        t_second, second = _timed(net.analyze, path, QUESTIONS[1], options)
+        t_reason, _ = _timed(net.reason, first, [c.id for c in first.kept_clues])
+        net.cache.clear()
+        t_direct, _ = _timed(net.answer_direct, path, QUESTIONS[0], options)
+        net.cache.clear()
+        parts = _unavoidable(net, path, options, first)
+    floor = sum(parts.values())
+    rows = [
+        _row("analyze / direct latency", t_first / t_direct, f"{t_first:.3f} s vs {t_direct:.3f} s"),
+        _row("second question / first question", t_second / t_first, f"{t_second:.3f} s vs {t_first:.3f} s"),
+        _row("reason / analyze", t_reason / t_first, f"{t_reason:.3f} s vs {t_first:.3f} s"),
+        _row("analyze / unavoidable work", t_first / floor,
+             ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in parts.items())),
+        _row("filter share of analyze", first.timings.get("filter", 0.0) / t_first,
+             f"{first.timings.get('filter', 0.0) * 1000:.2f} ms"),
+    ]
+    for stage in ("prefix", "clues", "context", "chain"):
+        rows.append(_row(f"tokens: {stage}", float(first.tokens.get(stage, 0)), "first question"))
+    rows.append(_row("model", 0.0, f"{net.info.name} ({net.info.backbone}), trained on: {net.info.trained_on}"))
+    _ = second
+    return rows
+
+
+def _row(metric: str, value: float, note: str = "") -> dict:
+    return {"benchmark": "inference", "metric": metric, "value": round(float(value), 4), "note": note}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.inference", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help=f"cap generation at {QUICK_CAP} tokens per pass")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = p.parse_args(argv)
+    rows = run(args.quick)
+    for r in rows:
+        print(f"{r['metric']:<36} {r['value']:>10.4f}  {r['note']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
