@@ -288,7 +288,7 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: li
 def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     """Turn a nested mapping into the dataclass ``cls``, coercing leaf values to field types."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{prefix or 'config'}: got {type(data).__name__}, expected a mapping")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: got {type(data).__name__}, expected a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -365,8 +365,9 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
 def _unknown_key_message(dotted: str, key: str, allowed: list[str], prefix: str) -> str:
     where = prefix.rstrip(".") or "the top level"
     msg = f"unknown config key {dotted!r}; allowed keys in {where}: {', '.join(allowed)}"
-    close = difflib.get_close_matches(key, allowed, n=1)
-    return msg + (f" (did you mean {prefix}{close[0]!r}?)" if close else "")
+    # a prefix ("batch" -> "batch_size") beats difflib's ratio, which prefers "mega_batch"
+    close = [a for a in allowed if a.startswith(key)][:1] or difflib.get_close_matches(key, allowed, n=1)
+    return msg + (f" (did you mean {prefix + close[0]!r}?)" if close else "")
 
 
 def _coerce(value: Any, tp: Any, name: str) -> Any:
