@@ -194,6 +194,39 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_periodic_evaluation_is_logged_and_keeps_train_mode(tmp_path):
+    trainer = make_trainer(tmp_path / "ev", max_steps=4, eval_every=2)
+    trainer.eval_data = TinyData(10, none_at={3})
+    trainer.train()
+    evals = [r for r in read_metrics(tmp_path / "ev") if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(r["eval_items"] == 9 and r["eval_skipped"] == 1 and math.isfinite(r["eval_loss"]) for r in evals)
+    assert evals[1]["eval_loss"] < evals[0]["eval_loss"]  # it is learning
+    assert trainer.model.training
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state; a different mixed precision needs a reset (before and after)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def test_bf16_autocast_trains(tmp_path, fresh_accelerate_state):
+    trainer = make_trainer(tmp_path / "bf16", max_steps=6, mixed_precision="bf16")
+    assert trainer.accelerator.mixed_precision == "bf16"
+    trainer.train()
+    losses = [r.loss for r in trainer.history]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    # weights stay fp32 (autocast computes in bf16, the master copy does not change dtype)
+    assert all(v.dtype == torch.float32 for v in weights(trainer).values())
+
+
 def test_warmup_cosine_schedule():
     f = lr_lambda(OptimConfig(warmup_steps=4, schedule="cosine", min_lr_ratio=0.1), max_steps=14)
     assert [f(n) for n in range(4)] == [0.25, 0.5, 0.75, 1.0]

@@ -407,7 +407,8 @@ class Trainer:
         bs = batch_size or self.cfg.batch_size
         mine = list(range(acc.process_index, len(data), acc.num_processes))
         loader = DataLoader(_SafeItems(data), batch_sampler=[mine[i:i + bs] for i in range(0, len(mine), bs)],
-                            collate_fn=self.collate, num_workers=self.num_workers)
+                            collate_fn=self.collate, num_workers=self.num_workers,
+                            generator=torch.Generator().manual_seed(self.cfg.seed))  # keep the global RNG untouched
         sums, names = self._eval_sums(model, loader)
         model.train(was_training)
         total = acc.reduce(sums, reduction="sum").tolist()
