@@ -13,7 +13,7 @@ Design choices (DESIGN.md "ClueWorld" leaves them to us):
 * **A 4x4 grid world.**  The square canvas is split into 4x4 cells (28 px at 112 px,
   the size of one Qwen-VL merged patch); each object is one shape filling ~86 % of a
   cell, with a unique shape and a unique colour per clip, so "the red circle" names
-  it.  Movers travel half a cell per frame along a row or column.
+  it (after a colour change too: names use the first colour).  Movers travel half a cell per frame along a row or column.
 * **Slots of two frames.**  Qwen-VL merges two consecutive frames into one temporal
   token, so every event span covers whole slots (frames 2k, 2k+1): an object entering
   is half visible in the first frame and just inside in the second; a hit happens on
@@ -325,6 +325,11 @@ def _check(world: _World, frames: int) -> bool:
     hits = [e for e in world.events if e.kind == "hit"]
     if [(e.subject, e.other) for e in hits] != [(0, 1)] or hits[0].last + 1 >= frames:
         return False
+    if np.isnan(world.pos).all(axis=(0, 2)).any():
+        return False  # an object never shows (no free cell was left for it)
+    entries = [o.enter_frame for o in world.objs if o.side is not None]
+    if len(set(entries)) < len(entries):
+        return False  # two objects entering in one slot: "which entered first" is moot
     if _overlaps(world.pos):
         return False
     for i, o in enumerate(world.objs):
@@ -383,7 +388,7 @@ def _event_text(e: _Event, objs: list[_Obj]) -> str:
     return {
         "enter": f"{name} enters from the {e.word}",
         "leave": f"{name} leaves to the {e.word}",
-        "hit": f"{name} hits {objs[e.other].name if e.other >= 0 else ''}",
+        "hit": f"{name} hits {objs[e.other].name}",
         "stop": f"{name} stops",
         "turn": f"{name} turns {e.word}",
     }[e.kind]
@@ -659,7 +664,7 @@ def make_episode(seed_or_rng: int | np.random.Generator, cfg: WorldConfig | None
     cfg = cfg or WorldConfig()
     world, sample = _build(_to_rng(seed_or_rng), cfg, sample_id, template)
     times = tuple(f / cfg.fps for f in range(cfg.frames))
-    return render(world, cfg), times, sample
+    return _render(world, cfg), times, sample
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -680,7 +685,7 @@ def _mask(shape: str, px: int) -> np.ndarray:
     return masks[shape]
 
 
-def render(world: _World, cfg: WorldConfig) -> np.ndarray:
+def _render(world: _World, cfg: WorldConfig) -> np.ndarray:
     """Draw every frame: plain background, each present object in its current colour."""
     cell = cfg.size // GRID
     px = max(2, int(round(cell * cfg.fill)))
