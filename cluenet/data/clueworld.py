@@ -52,9 +52,10 @@ import json
 import multiprocessing as mp
 import sys
 from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -754,18 +755,25 @@ def generate(out_dir: str | Path, n: int, seed: int, cfg: WorldConfig | None = N
     _to_rng(seed)  # validates the seed
     out = Path(out_dir)
     (out / "clips").mkdir(parents=True, exist_ok=True)
-    jobs = [(int(seed), i, cfg, str(out), write_video) for i in range(n)]
-    bar = dict(total=n, desc="clueworld", unit="clip", disable=None)
-    if workers == 1:
-        lines = [_make_clip(j) for j in tqdm(jobs, **bar)]
-    else:
-        # spawn: safe even when the caller has threads (torch) running
-        with mp.get_context("spawn").Pool(workers) as pool:
-            lines = list(tqdm(pool.imap(_make_clip, jobs, chunksize=16), **bar))
+    jobs = ((int(seed), i, cfg, str(out), write_video) for i in range(n))
     path = out / JSONL_NAME
-    path.write_text("".join(line + "\n" for line in lines))
+    with path.open("w") as f, _pool(workers) as pool:
+        lines = pool.imap(_make_clip, jobs, chunksize=16) if pool else map(_make_clip, jobs)
+        for line in tqdm(lines, total=n, desc="clueworld", unit="clip", disable=None):
+            f.write(line + "\n")  # streamed, in index order whatever the worker count
     (out / META_NAME).write_text(json.dumps(_meta(cfg, seed, n, write_video), indent=2, sort_keys=True) + "\n")
     return path
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[Any]:
+    """A process pool for workers > 1, else None (work in this process)."""
+    if workers == 1:
+        yield None
+        return
+    # spawn: safe even when the caller has threads (torch) running
+    with mp.get_context("spawn").Pool(workers) as pool:
+        yield pool
 
 
 def _meta(cfg: WorldConfig, seed: int, n: int, write_video: bool) -> dict:
