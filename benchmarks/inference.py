@@ -43,66 +43,86 @@ def _timed(fn, *args, **kw):
     return time.perf_counter() - t0, out
 
 
-def _unavoidable(net, path: Path, options, trace) -> dict[str, float]:
-    """Each necessary piece of one analyze, timed on its own."""
-    from cluenet import prompts, video
+def _unavoidable(net, video, options, trace) -> dict[str, float]:
+    """Each necessary piece of one analyze, timed on its own (decode is 0 for an in-memory clip)."""
+    from cluenet import prompts
+    from cluenet import video as vid
     from cluenet.model import _Gen
 
     n = len(trace.clip.frame_times)
-    t_decode, sampled = _timed(video.sample, path, num_frames=n, max_side=448)
+    t_decode, sampled = (0.0, video) if hasattr(video, "frames") else _timed(vid.sample, video, num_frames=n, max_side=448)
     clip = net._clip(sampled, n)
     text = prompts.prefix_text(net.processor, QUESTIONS[0], options, clip.times)
     inputs = net.family.processor_inputs(net.processor, text, clip.frames, clip.times)
-    t_vision, vision = _timed(net._encode_video, inputs)
+    t_vision, vision = _timed(_synced, net._encode_video, inputs)
     inputs = {k: v for k, v in inputs.items() if k != "pixel_values_videos"}
-    t_prefill, prefix = _timed(net._prefill, clip, vision, inputs, QUESTIONS[0], options)
+    t_prefill, prefix = _timed(_synced, net._prefill, clip, vision, inputs, QUESTIONS[0], options)
     generated = trace.tokens.get("clues", 0) + trace.tokens.get("chain", 0)
     gen, tok = _Gen(), net._ids["clues_open"]
     t0 = time.perf_counter()
     for _ in range(generated):  # one cached decoding step per generated token
         net._feed([tok], prefix, gen)
+    _sync()
     t_tokens = time.perf_counter() - t0
     return {"decode": t_decode, "vision": t_vision, "prefill": t_prefill, "tokens": t_tokens}
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _synced(fn, *args, **kw):
+    out = fn(*args, **kw)
+    _sync()
+    return out
+
+
+def measure(net, video, options, benchmark: str = "inference") -> list[dict]:
+    """The same-run ratios of the module docstring for one model and one clip.
+
+    ``video`` is a file path (decode is part of the work) or an in-memory sampled clip.
+    """
+    row = lambda metric, value, note="": _row(metric, value, note, benchmark)  # noqa: E731
+    net.analyze(video, QUESTIONS[0], options)  # warm-up: lazy imports, allocator, kernels
+    net.cache.clear()
+    t_first, first = _timed(_synced, net.analyze, video, QUESTIONS[0], options)
+    t_second, _ = _timed(_synced, net.analyze, video, QUESTIONS[1], options)
+    t_reason, _ = _timed(_synced, net.reason, first, [c.id for c in first.kept_clues])
+    net.cache.clear()
+    t_direct, _ = _timed(_synced, net.answer_direct, video, QUESTIONS[0], options)
+    net.cache.clear()
+    parts = _unavoidable(net, video, options, first)
+    floor = sum(parts.values())
+    rows = [
+        row("analyze / direct latency", t_first / t_direct, f"{t_first:.3f} s vs {t_direct:.3f} s"),
+        row("second question / first question", t_second / t_first, f"{t_second:.3f} s vs {t_first:.3f} s"),
+        row("reason / analyze", t_reason / t_first, f"{t_reason:.3f} s vs {t_first:.3f} s"),
+        row("analyze / unavoidable work", t_first / floor, ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in parts.items())),
+        row("filter share of analyze", first.timings.get("filter", 0.0) / t_first,
+            f"{first.timings.get('filter', 0.0) * 1000:.2f} ms"),
+    ]
+    for stage in ("prefix", "clues", "context", "chain"):
+        rows.append(row(f"tokens: {stage}", float(first.tokens.get(stage, 0)), "first question"))
+    rows.append(row("model", 0.0, f"{net.info.name} ({net.info.backbone}, {net.info.device}, {net.info.dtype}), "
+                                   f"trained on: {net.info.trained_on}"))
+    return rows
 
 
 def run(quick: bool = True) -> list[dict]:
     """Rows of ratios and token counts (see the module docstring)."""
     from cluenet.model import ClueNet
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     net = ClueNet.from_pretrained(device="cpu" if not torch.cuda.is_available() else None)
     if quick:
         net.max_clue_tokens = net.max_chain_tokens = QUICK_CAP
     with tempfile.TemporaryDirectory() as tmp:
         path, options = _clip_file(Path(tmp))
-        net.analyze(path, QUESTIONS[0], options)  # warm-up: lazy imports, allocator
-        net.cache.clear()
-        t_first, first = _timed(net.analyze, path, QUESTIONS[0], options)
-        t_second, second = _timed(net.analyze, path, QUESTIONS[1], options)
-        t_reason, _ = _timed(net.reason, first, [c.id for c in first.kept_clues])
-        net.cache.clear()
-        t_direct, _ = _timed(net.answer_direct, path, QUESTIONS[0], options)
-        net.cache.clear()
-        parts = _unavoidable(net, path, options, first)
-    floor = sum(parts.values())
-    rows = [
-        _row("analyze / direct latency", t_first / t_direct, f"{t_first:.3f} s vs {t_direct:.3f} s"),
-        _row("second question / first question", t_second / t_first, f"{t_second:.3f} s vs {t_first:.3f} s"),
-        _row("reason / analyze", t_reason / t_first, f"{t_reason:.3f} s vs {t_first:.3f} s"),
-        _row("analyze / unavoidable work", t_first / floor,
-             ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in parts.items())),
-        _row("filter share of analyze", first.timings.get("filter", 0.0) / t_first,
-             f"{first.timings.get('filter', 0.0) * 1000:.2f} ms"),
-    ]
-    for stage in ("prefix", "clues", "context", "chain"):
-        rows.append(_row(f"tokens: {stage}", float(first.tokens.get(stage, 0)), "first question"))
-    rows.append(_row("model", 0.0, f"{net.info.name} ({net.info.backbone}), trained on: {net.info.trained_on}"))
-    _ = second
-    return rows
+        return measure(net, path, options)
 
 
-def _row(metric: str, value: float, note: str = "") -> dict:
-    return {"benchmark": "inference", "metric": metric, "value": round(float(value), 4), "note": note}
+def _row(metric: str, value: float, note: str = "", benchmark: str = "inference") -> dict:
+    return {"benchmark": benchmark, "metric": metric, "value": round(float(value), 4), "note": note}
 
 
 def main(argv: list[str] | None = None) -> int:
