@@ -18,7 +18,7 @@ Recipes (``training/stage1.py`` ...) build the model and data and call::
 Single process on CPU or one GPU as is; DDP / DeepSpeed / FSDP through
 ``accelerate launch --config_file training/accelerate/<x>.yaml RECIPE ...``.
 
-Guarantees (tested on CPU, single process and 2-process DDP):
+Guarantees (tested on CPU single process, 2-process gloo DDP, and one CUDA GPU):
 
 * **Exact resume.** The data order depends only on (seed, epoch); the checkpoint
   stores weights, optimizer, schedule, RNG states and the number of batches consumed,
@@ -487,7 +487,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ metrics log
     def _log(self, res: StepResult, seconds: float) -> None:
-        if not self.accelerator.is_main_process or res.step % self.cfg.log_every and not res.skipped:
+        off_beat = res.step % self.cfg.log_every != 0 and not res.skipped  # skipped steps are always logged
+        if not self.accelerator.is_main_process or off_beat:
             return
         st = self.state
         row = {"step": res.step, "epoch": st.epoch, "loss": res.loss, "lr": res.lr, "grad_norm": res.grad_norm,
