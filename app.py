@@ -499,15 +499,20 @@ def compare_md(before: Trace, after: Trace, dropped: Sequence[str]) -> str:
 
 
 def run_whatif(holder: ModelHolder, view: View | None, tau_min: float, rho: float, dropped: list[str] | None) -> list:
-    """What-if button: returns [*panel outputs, what-if text]."""
-    if view is None:
-        raise gr.Error("Open an example or analyze a clip first.")
+    """What-if button: returns [*panel outputs, what-if text].
+
+    A refused request (nothing kept, no trace yet) leaves the view as it is and
+    says why in the what-if box and a warning toast.
+    """
     dropped = list(dropped or [])
     try:
+        if view is None:
+            raise InputError("nothing to re-run yet: open an example or analyze a clip first")
         model = holder.get()
         after = rerun_reasoning(model, view.base, tau_min, rho, dropped, view.video)
     except ClueNetError as exc:
-        raise gr.Error(str(exc)) from None
+        gr.Warning(str(exc))
+        return [gr.skip()] * len(Panel.OUTPUTS) + [f"✗ {exc}"]
     note = ""
     if view.base.model.name and view.base.model.name != model.info.name:
         note = (f"\n\n⚠ This trace was made by `{view.base.model.name}`; the re-run used the loaded "
@@ -525,8 +530,9 @@ def analyze_upload(holder: ModelHolder, video_path: str | None, question: str, *
     """Inspect: stream the pipeline on an uploaded clip.
 
     ``rest`` is the MAX_OPTIONS option boxes then the frame count. Yields
-    [status, *panel outputs, what-if text]; bad input ends with the message in the
-    status box and a gr.Error toast, never a traceback.
+    [status, *panel outputs, what-if text].  Bad input ends the stream with the
+    message in the status box and a warning toast (the last view stays), never a
+    traceback; unexpected failures are logged server side and shown as one line.
     """
     skip = [gr.skip()] * (len(Panel.OUTPUTS) + 1)  # everything after the status box
     try:
@@ -536,14 +542,11 @@ def analyze_upload(holder: ModelHolder, video_path: str | None, question: str, *
         model = holder.get()
         yield from _stream(model, video_path, q, opts, n, progress)
     except ClueNetError as exc:
+        gr.Warning(str(exc))
         yield [status_md(f"✗ {exc}", error=True), *skip]
-        raise gr.Error(str(exc)) from None
-    except gr.Error:
-        raise
     except Exception as exc:  # a bug: log it server side, show one line
         log.exception("analysis failed")
         yield [status_md(f"✗ internal error ({type(exc).__name__}); the clip was not analyzed", error=True), *skip]
-        raise gr.Error(f"internal error ({type(exc).__name__})") from None
 
 
 def _stream(model: Any, video_path: str, question: str, options: tuple[str, ...], n: int,
