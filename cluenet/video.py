@@ -20,11 +20,12 @@ Choices written down here:
   that frame, continuing instead of seeking when the keyframe is behind the
   decoder's position.  ``Clip.decoded_frames`` counts what it decoded
   (decord does not report it: -1).
-* **Untrusted files are decoded in a child process** (``sandbox=True``) from a
-  persistent forkserver (safe with torch threads in the parent, a few ms per
-  call once warm), with a timeout and an address-space limit; frames come back
-  as one bytes buffer through a pipe.  A hang or a crash kills only the child and
-  becomes a ``VideoError``.  ``sandbox=False`` decodes in-process (trusted data).
+* **Untrusted files are decoded in a child process** (``sandbox=True``) forked
+  from a persistent decoder server (a fresh interpreter started once, so it is
+  safe with torch threads in the caller), with a timeout and an address-space
+  limit; frames come back as one raw buffer.  A hang or a crash kills only the
+  child and becomes a ``VideoError``.  ``sandbox=False`` decodes in-process
+  (trusted data, e.g. generated training clips).
 * **Named limits** (``Limits``) are checked before any decoder sees the file
   (``check_path``: URLs, playlists, non-regular files, suffix, size) and from the
   header (container, duration, resolution) before any frame is decoded.
@@ -46,6 +47,7 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -79,6 +81,7 @@ MIN_SIDE = 8                          # smallest accepted max_side
 BACKENDS = ("auto", "decord", "pyav")
 
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
+_INTERPOLATION = "AREA"              # FFmpeg scaler for max_side: area averaging suits shrinking
 _TIME_EPS = 1e-6                      # float slack when matching a target time to a pts
 
 
@@ -225,10 +228,10 @@ def _open_container(path: str, limits: Limits):
     options = {"protocol_whitelist": "file", "format_whitelist": ",".join(limits.allowed_containers)}
     try:
         return av.open(path, container_options=options)
-    except av.FFmpegError as exc:
-        raise VideoError(f"cannot open {Path(path).name} as a video: {exc.strerror or exc}") from None
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise VideoError(f"cannot open {Path(path).name} as a video: {exc}") from None
+    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or _first_line(exc)
+        raise VideoError(f"cannot open {Path(path).name} as a video (FFmpeg: {reason}); "
+                         f"accepted containers: {', '.join(limits.allowed_containers)}") from None
 
 
 def _video_stream(container, name: str):
@@ -510,7 +513,8 @@ def _sample_pyav(path: str, info: ProbeInfo, targets: np.ndarray, size: tuple[in
         out = np.empty((len(chosen), size[1], size[0], 3), dtype=np.uint8)
         for i in unique:
             frame = reader.read(int(i), key_before)
-            out[chosen == i] = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+            out[chosen == i] = frame.to_ndarray(format="rgb24", width=size[0], height=size[1],
+                                                interpolation=_INTERPOLATION)
     info = dataclasses.replace(info, num_frames=len(index.pts))
     return out, times[chosen], reader.decoded, info
 
@@ -522,9 +526,9 @@ def _sample_decord(path: str, info: ProbeInfo, targets: np.ndarray, size: tuple[
     """Sample with decord; None when its timestamps are invalid (caller falls back to PyAV)."""
     import decord
 
-    resize = size != (info.width, info.height)
-    reader = decord.VideoReader(path, ctx=decord.cpu(0), width=size[0] if resize else -1,
-                                height=size[1] if resize else -1)
+    # decord's own resize breaks on widths that are not a multiple of 32 ("size must
+    # exactly match"), so frames are decoded at full size and shrunk afterwards.
+    reader = decord.VideoReader(path, ctx=decord.cpu(0))
     count = len(reader)
     if count == 0:
         raise VideoError("decord found no frames")
@@ -534,10 +538,20 @@ def _sample_decord(path: str, info: ProbeInfo, targets: np.ndarray, size: tuple[
     chosen = _select(times, targets)
     unique, inverse = np.unique(chosen, return_inverse=True)
     frames = reader.get_batch(unique.tolist()).asnumpy()
-    if frames.shape[1:] != (size[1], size[0], 3):
-        raise VideoError(f"decord returned frames of shape {frames.shape[1:]}, expected {(size[1], size[0], 3)}")
+    if frames.shape[1:] != (info.height, info.width, 3):
+        raise VideoError(f"decord returned frames of shape {frames.shape[1:]}, expected {(info.height, info.width, 3)}")
+    if size != (info.width, info.height):
+        frames = np.stack([_resize_rgb(f, size) for f in frames])
     info = dataclasses.replace(info, num_frames=count)
     return np.ascontiguousarray(frames[inverse]), times[chosen], -1, info
+
+
+def _resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Shrink one RGB frame with FFmpeg's scaler (the same one the PyAV path uses)."""
+    import av
+
+    frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+    return frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation=_INTERPOLATION)
 
 
 def _try_decord(path: str, info: ProbeInfo, targets: np.ndarray, size: tuple[int, int],
@@ -614,9 +628,9 @@ def sample(path: str | os.PathLike, num_frames: int | None = None, fps: float | 
 #
 # A persistent decoder server (``python -c "...; _serve()"``, started once per parent
 # process) preloads numpy / av / decord and forks one child per request.  The child
-# decodes and writes a JSON header plus raw frame bytes to a pipe; the server relays
-# them to the parent in chunks, kills the child at the deadline and reports how it
-# ended.  Why not multiprocessing's forkserver: every child it starts re-imports the
+# decodes, writes the frames as raw bytes to a private temp file named by the caller
+# (page cache: one copy each way, no pipe chunking) and a JSON header to a pipe; the
+# server relays the header, kills the child at the deadline and reports how it ended.  Why not multiprocessing's forkserver: every child it starts re-imports the
 # caller's ``__main__`` script (app.py would import gradio for every clip).  The parent
 # never unpickles anything that came from the child: only JSON and raw bytes.
 
@@ -629,6 +643,7 @@ class _Task:
     limits: Limits
     request: _Request | None = None
     fault: str | None = None     # test hook, child only: "segv" kills it, "hang" sleeps
+    frames_path: str | None = None  # private temp file the child writes frame bytes to
 
 
 def _execute(task: _Task) -> tuple[dict[str, Any], np.ndarray | None]:
@@ -761,22 +776,24 @@ def _child_setup(fault: str | None) -> None:
 
 
 def _child_run(task: _Task, fd: int) -> int:
-    """Decode and write [len][JSON header][frame bytes] to ``fd``; return the exit code."""
+    """Decode, write the frames to ``task.frames_path`` and [len][JSON header] to ``fd``."""
     _child_setup(task.fault)
-    frames = None
     try:
         meta, frames = _execute(task)
         header = {"status": "ok", **meta, "info": meta["info"].to_dict(),
                   "shape": None if frames is None else list(frames.shape)}
+        if frames is not None:
+            with open(task.frames_path, "wb") as fh:
+                fh.write(memoryview(np.ascontiguousarray(frames).reshape(-1)))
     except ClueNetError as exc:
         header = {"status": "error", "kind": type(exc).__name__, "message": str(exc)}
     except MemoryError:
         header = {"status": "error", "kind": "VideoError",
                   "message": f"decoder ran out of memory (limit {_human_bytes(CHILD_MAX_ADDRESS_BYTES)})"}
+    except OSError as exc:
+        header = {"status": "error", "kind": "VideoError", "message": f"cannot hand over the frames: {exc}"}
     blob = json.dumps(header).encode()
     _write_all(fd, _HEADER.pack(len(blob)) + blob)
-    if frames is not None:
-        _write_all(fd, np.ascontiguousarray(frames).reshape(-1))
     os.close(fd)
     return 0
 
@@ -834,16 +851,22 @@ def _run_in_child(task: _Task, timeout: float) -> tuple[dict[str, Any], np.ndarr
     global _SERVER
     if not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
         raise InputError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    with _SERVER_LOCK:
-        if _SERVER is None or not _SERVER.alive():
-            _SERVER = _Server()
-        try:
-            status, data = _SERVER.run(task, timeout)
-        except (TimeoutError, EOFError, OSError):
-            _SERVER.close()  # a server that stopped answering is replaced next call
-            _SERVER = None
-            raise VideoError(f"decoder service failed while reading {Path(task.path).name}") from None
-    return _decode_reply(status, data, timeout)
+    handle, frames_path = tempfile.mkstemp(prefix="cluenet-frames-", suffix=".bin")
+    os.close(handle)
+    task = dataclasses.replace(task, frames_path=frames_path)
+    try:
+        with _SERVER_LOCK:
+            if _SERVER is None or not _SERVER.alive():
+                _SERVER = _Server()
+            try:
+                status, data = _SERVER.run(task, timeout)
+            except (TimeoutError, EOFError, OSError):
+                _SERVER.close()  # a server that stopped answering is replaced next call
+                _SERVER = None
+                raise VideoError(f"decoder service failed while reading {Path(task.path).name}") from None
+        return _decode_reply(status, data, timeout, frames_path)
+    finally:
+        os.unlink(frames_path)
 
 
 def _signal_name(code: int) -> str:
@@ -853,7 +876,8 @@ def _signal_name(code: int) -> str:
         return f"signal {code}"
 
 
-def _decode_reply(status: dict[str, Any], data: bytearray, timeout: float) -> tuple[dict[str, Any], np.ndarray | None]:
+def _decode_reply(status: dict[str, Any], data: bytearray, timeout: float,
+                  frames_path: str) -> tuple[dict[str, Any], np.ndarray | None]:
     if status.get("timeout"):
         raise VideoError(f"decoder timed out after {timeout:g} s")
     code = status.get("exit")
@@ -870,10 +894,10 @@ def _decode_reply(status: dict[str, Any], data: bytearray, timeout: float) -> tu
     if shape is None:
         return header, None
     header["times"] = tuple(header["times"])
-    offset = _HEADER.size + size
-    if len(data) - offset != int(np.prod(shape)):
-        raise VideoError(f"decoder sent {len(data) - offset} frame bytes, expected {int(np.prod(shape))}")
-    return header, np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
+    frames = np.fromfile(frames_path, dtype=np.uint8)
+    if frames.size != int(np.prod(shape)):
+        raise VideoError(f"decoder wrote {frames.size} frame bytes, expected {int(np.prod(shape))}")
+    return header, frames.reshape(shape)
 
 
 # ---- writing -------------------------------------------------------------------------
