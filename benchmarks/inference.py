@@ -59,6 +59,7 @@ def _unavoidable(net, video, options, trace) -> dict[str, float]:
     t_prefill, prefix = _timed(_synced, net._prefill, clip, vision, inputs, QUESTIONS[0], options)
     generated = trace.tokens.get("clues", 0) + trace.tokens.get("chain", 0)
     gen, tok = _Gen(), net._ids["clues_open"]
+    net._restore(prefix)  # as a pass does: cache at the prefix, the prefix's rope offset
     t0 = time.perf_counter()
     for _ in range(generated):  # one cached decoding step per generated token
         net._feed([tok], prefix, gen)
