@@ -27,6 +27,8 @@ import hashlib
 import html
 import json
 import logging
+import os
+import re
 import shutil
 import tempfile
 import threading
@@ -46,7 +48,9 @@ log = logging.getLogger("cluenet.app")
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "assets" / "examples"
-DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
+# a Space sets GRADIO_SERVER_NAME=0.0.0.0; locally the app listens on loopback only
+DEFAULT_HOST = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+DEFAULT_PORT = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
 MAX_QUESTION_CHARS = 300
 MAX_OPTION_CHARS = 150
 MIN_OPTIONS, MAX_OPTIONS = 2, 5
@@ -60,6 +64,7 @@ DELETE_CACHE = (1800, 3600)  # every 30 min gradio deletes uploads/outputs older
 MAX_DOWNLOADS_KEPT = 64  # trace JSON files kept in this process's temp folder
 STRIP_MAX_SIDE = 160  # frames for the strip are decoded small: they are thumbnails
 MODEL_JOBS = "model"  # concurrency id shared by every event that runs the model
+EXAMPLE_JOBS = 4  # concurrent example opens (no model; decoding a few small frames)
 
 
 # ----------------------------------------------------------------------------- model
@@ -84,12 +89,16 @@ class ModelHolder:
 
 def default_loader(model: str | None = None, adapter: str | None = None,
                    filter_head: str | None = None, device: str | None = None) -> Callable[[], Any]:
-    """A loader for ``ClueNet.from_pretrained`` (cuda when available, else cpu)."""
+    """A loader for ``ClueNet.from_pretrained``; without ``device`` it picks cuda when
+    available, else cpu."""
 
     def load() -> Any:
+        import torch
+
         from cluenet.model import ClueNet  # heavy import (torch, transformers): only when used
 
-        return ClueNet.from_pretrained(model=model, adapter=adapter, filter_head=filter_head, device=device)
+        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return ClueNet.from_pretrained(model=model, adapter=adapter, filter_head=filter_head, device=dev)
 
     return load
 
@@ -278,7 +287,8 @@ def trace_file(trace: Trace) -> str:
         atexit.register(shutil.rmtree, _DOWNLOAD_DIR, True)
     text = trace.to_json()
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    path = _DOWNLOAD_DIR / f"trace-{trace.sample_id or 'upload'}-{digest}.json".replace("/", "_")
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", trace.sample_id)[:40] or "upload"  # never a path from the trace
+    path = _DOWNLOAD_DIR / f"trace-{stem}-{digest}.json"
     path.write_text(text)
     old = sorted(_DOWNLOAD_DIR.glob("*.json"), key=lambda p: p.stat().st_mtime)[:-MAX_DOWNLOADS_KEPT]
     for p in old:
@@ -614,7 +624,7 @@ def _explore_tab(examples: list[Example]) -> tuple[Any, Any, Panel]:
     else:
         gr.Markdown("No examples are built yet: run `python -m cluenet.examples`.")
     items = [(str(ex.poster or ex.video), f"{ex.id}: {ex.trace.question}") for ex in examples]
-    gallery = gr.Gallery(value=items, columns=6, height=190, allow_preview=False, show_label=False,
+    gallery = gr.Gallery(value=items, columns=6, height=230, allow_preview=False, show_label=False,
                          object_fit="contain", elem_id="examples")
     video = {}
     panel = build_panel(lambda: video.setdefault("v", gr.Video(label="Clip", interactive=False, height=320)))
@@ -663,9 +673,10 @@ def build_demo(model_loader: Callable[[], Any] | None = None, examples_dir: Path
         demo.load(lambda: banner(holder), None, [model_md, form["notice"], form["frames"]],
                   concurrency_id=MODEL_JOBS, concurrency_limit=1)
         ex_outputs = [ex_video, *ex_panel.outputs(), ex_panel.whatif]
-        gallery.select(_example_from_event(examples), None, ex_outputs)
+        # opening an example reads files only: several may run while a model job runs
+        gallery.select(_example_from_event(examples), None, ex_outputs, concurrency_limit=EXAMPLE_JOBS)
         if examples:
-            demo.load(lambda: open_example(examples, 0), None, ex_outputs)
+            demo.load(lambda: open_example(examples, 0), None, ex_outputs, concurrency_limit=EXAMPLE_JOBS)
         for panel in (ex_panel, in_panel):
             _wire_panel(panel, holder)
         form["run"].click(

@@ -144,6 +144,11 @@ def test_render_view_fills_every_output():
     assert saved == trace
 
 
+def test_trace_file_name_never_comes_from_a_path_in_the_trace():
+    path = Path(app.trace_file(make_trace().with_(sample_id="../../etc/passwd")))
+    assert path.parent.name.startswith("cluenet-traces-") and path.name.startswith("trace-______etc_passwd-")
+
+
 def test_select_step_highlights_the_cited_clues():
     trace = make_trace()
     view = app.View(trace=trace, base=trace)
