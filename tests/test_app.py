@@ -255,3 +255,32 @@ def test_analyze_upload_streams_to_an_answer(tmp_path):
     assert "Answer:" in final["answer"] and "only knows ClueWorld" in final["answer"]
     assert final["strip"] is not None  # frames decoded for the strip
     assert Trace.from_json(Path(final["download"]["value"]).read_text()) == trace
+
+
+# ----------------------------------------------------------------------------- example assets
+def test_examples_build_writes_clip_poster_trace_and_index(tmp_path):
+    from cluenet import examples
+
+    index = examples.build(tmp_path, n=1, seed=examples.EXAMPLE_SEED, model=tiny_model(), num_frames=TEST_FRAMES,
+                           command="pytest")
+    meta = json.loads(index.read_text())
+    (entry,) = meta["examples"]
+    assert meta["command"] == "pytest" and meta["model"]["name"] == "tiny-test"
+    assert meta["total_bytes"] < examples.MAX_TOTAL_BYTES
+    (ex,) = app.load_examples(tmp_path)
+    assert ex.poster is not None and ex.trace.sample_id == entry["id"] == "ex90001"
+    assert ex.trace.gold is not None and len(ex.trace.clip.frame_times) == TEST_FRAMES
+    with pytest.raises(app.ClueNetError, match="--n is 0"):
+        examples.build(tmp_path, n=0, model=tiny_model())
+    with pytest.raises(app.ClueNetError, match="reserved"):
+        examples.build(tmp_path, n=1, seed=7, model=tiny_model())
+
+
+def test_shipped_examples_load_and_stay_small():
+    from cluenet import examples
+
+    index = json.loads((app.EXAMPLES_DIR / "index.json").read_text())
+    loaded = app.load_examples()
+    assert len(loaded) == len(index["examples"]) >= 1
+    assert sum(p.stat().st_size for p in app.EXAMPLES_DIR.iterdir()) < examples.MAX_TOTAL_BYTES
+    assert index["command"].startswith("python -m cluenet.examples")
