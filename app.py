@@ -32,7 +32,7 @@ import re
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -171,7 +171,7 @@ class View:
     frames: np.ndarray | None = None
     frame_times: tuple[float, ...] = ()
     step: int = -1  # selected chain step, -1 = none
-    extra: dict = field(default_factory=dict)
+    dropped: tuple[str, ...] = ()  # clue ids the user dropped in the last what-if
 
 
 def strip_frames(video_path: str | None, num_frames: int) -> tuple[np.ndarray | None, tuple[float, ...]]:
@@ -378,7 +378,7 @@ def render_view(view: View, notice: str = "", final: bool = True, keep_controls:
     """
     t = view.trace
     hl = highlight_ids(t, view.step)
-    drop_choices = [(f"{c.id}  {c.text[:48]}", c.id) for c in t.clues if c.kept or c.id in view.extra.get("dropped", ())]
+    drop_choices = [(f"{c.id}  {c.text[:48]}", c.id) for c in t.clues if c.kept or c.id in view.dropped]
     skip = gr.skip()
     return [
         strip_image(view, hl),
@@ -392,7 +392,7 @@ def render_view(view: View, notice: str = "", final: bool = True, keep_controls:
         flags_md(t),
         skip if keep_controls else gr.update(value=t.filter.tau_min),
         skip if keep_controls else gr.update(value=t.filter.rho),
-        gr.update(choices=drop_choices, value=list(view.extra.get("dropped", ()))),
+        gr.update(choices=drop_choices, value=list(view.dropped)),
         gr.update(value=trace_file(t), interactive=True) if final else gr.update(interactive=False),
         view,
     ]
@@ -528,7 +528,7 @@ def run_whatif(holder: ModelHolder, view: View | None, tau_min: float, rho: floa
         note = (f"\n\n⚠ This trace was made by `{view.base.model.name}`; the re-run used the loaded "
                 f"model `{model.info.name}`.")
     new = View(trace=after, base=view.base, video=view.video, frames=view.frames,
-               frame_times=view.frame_times, extra={"dropped": tuple(dropped)})
+               frame_times=view.frame_times, dropped=tuple(dropped))
     return [*render_view(new, keep_controls=True), compare_md(view.base, after, dropped) + note]
 
 
