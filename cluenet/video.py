@@ -387,11 +387,6 @@ class _FrameIndex:
     def times(self) -> np.ndarray:
         return (self.pts - self.start_pts).astype(np.float64) * float(self.time_base)
 
-    def key_before(self) -> np.ndarray:
-        """For each frame, the index of the last keyframe at or before it (0 if none)."""
-        marks = np.where(self.keyframe, np.arange(len(self.pts)), 0)
-        return np.maximum.accumulate(marks)
-
 
 def _build_index(container, stream) -> _FrameIndex:
     pts, keys = [], []
@@ -409,16 +404,21 @@ def _build_index(container, stream) -> _FrameIndex:
     return _FrameIndex(pts_arr, np.asarray(keys, dtype=bool)[order], stream.time_base, int(start))
 
 
-def forced_decode_count(index_pts: np.ndarray, keyframe: np.ndarray, wanted: Iterable[int]) -> int:
-    """Fewest frames a keyframe-seeking decoder must decode to output ``wanted`` frames.
+def forced_decode_count(keyframe: np.ndarray, wanted: Iterable[int]) -> int:
+    """Frames a keyframe-seeking decoder must decode to output the ``wanted`` frames.
 
-    Frames are in presentation order; a frame can only be reached by decoding
-    forward from its last keyframe, or by continuing from the previous needed
-    frame when that keyframe lies behind it.  Used by the decode benchmark.
+    ``keyframe`` flags every frame in presentation order; ``wanted`` are frame
+    indices.  A frame is reached by decoding forward from its last keyframe, or by
+    continuing from the previous wanted frame when that keyframe lies behind it,
+    and every frame on the way counts (a decoder that skips non-reference frames,
+    as the PyAV path does, can do with fewer).  Used by the decode benchmark.
     """
-    index = _FrameIndex(np.asarray(index_pts), np.asarray(keyframe, dtype=bool), Fraction(1), 0)
-    key_before, pos, total = index.key_before(), -1, 0
-    for i in sorted(set(int(w) for w in wanted)):
+    flags = np.asarray(keyframe, dtype=bool)
+    key_before = np.maximum.accumulate(np.where(flags, np.arange(len(flags)), 0))
+    pos, total = -1, 0
+    for i in sorted({int(w) for w in wanted}):
+        if not 0 <= i < len(flags):
+            raise InputError(f"wanted frame {i} is outside the {len(flags)} frames")
         k = int(key_before[i])
         total += i - pos if k <= pos + 1 else i - k + 1
         pos = i
@@ -433,15 +433,23 @@ def _frame_stamp(frame) -> int:
 
 
 class _PyAVReader:
-    """Decode chosen frames forward from keyframes, counting every decoded frame."""
+    """Decode chosen frames forward from keyframes, counting every decoded frame.
+
+    Per wanted frame: seek to its keyframe unless the decoder already stands at or
+    after it; skip non-reference frames that are not wanted (nothing needs them);
+    and when the next wanted frame will need a seek anyway, drain the decoder right
+    after the wanted packet instead of feeding further packets to push it out of
+    the reordering delay.
+    """
 
     def __init__(self, container, stream, index: _FrameIndex, wanted: np.ndarray, limits: Limits):
         self.container, self.stream, self.index, self.limits = container, stream, index, limits
-        self.wanted = {int(index.pts[i]) for i in wanted}
+        self.wanted_pts = {int(index.pts[i]) for i in wanted}
+        self.key_before = np.maximum.accumulate(np.where(index.keyframe, np.arange(len(index.pts)), 0))
         # Slice threads decode each packet before the next is sent, so skip_frame can
         # change per packet; frame threads would apply it to packets already queued.
         stream.thread_type = "SLICE"
-        self.decoded, self.pos, self._frames, self._pending = 0, -1, None, None
+        self.decoded, self.pos, self._frames, self._pending, self._drain_pts = 0, -1, None, None, None
         self._cap = 2 * len(index.pts) + 64  # a decoder looping on a broken file stops here
 
     def _seek(self, k: int) -> None:
@@ -453,8 +461,11 @@ class _PyAVReader:
         for packet in self.container.demux(self.stream):
             stamp = packet.pts if packet.pts is not None else packet.dts
             # A frame nothing refers to is only worth decoding if it is one we return.
-            codec.skip_frame = "NONREF" if stamp is not None and stamp not in self.wanted else "DEFAULT"
+            codec.skip_frame = "NONREF" if stamp is not None and stamp not in self.wanted_pts else "DEFAULT"
             yield from packet.decode()
+            if stamp is not None and stamp == self._drain_pts:
+                yield from codec.decode(None)  # drained: the next read must seek
+                return
 
     def _next_frame(self):
         if self._pending is not None:
@@ -469,11 +480,14 @@ class _PyAVReader:
                 raise VideoError(f"decoded frame is {frame.width}x{frame.height}, limit {self.limits.max_pixels} pixels")
         return frame
 
-    def read(self, i: int, key_before: np.ndarray):
-        """The frame with index ``i`` (or the last one before it that the decoder yields)."""
-        k = int(key_before[i])
-        if self._frames is None or k > self.pos + 1:
+    def read(self, i: int, next_i: int | None):
+        """Frame ``i`` (or the last one before it the decoder yields); ``next_i`` is the
+        frame the following call will ask for (None: this is the last)."""
+        k = int(self.key_before[i])
+        if self._frames is None or self._drain_pts is not None or k > self.pos + 1:
             self._seek(k)
+        seek_next = next_i is None or int(self.key_before[next_i]) > i + 1
+        self._drain_pts = int(self.index.pts[i]) if seek_next else None
         best = self._forward_to(i, k)
         if best is None and k > 0:
             # The seek landed after the frame (a bad index): decode from the start instead.
@@ -508,11 +522,11 @@ def _sample_pyav(path: str, info: ProbeInfo, targets: np.ndarray, size: tuple[in
         index = _build_index(container, stream)
         times = index.times
         chosen = _select(times, targets)
-        unique = np.unique(chosen)
-        reader, key_before = _PyAVReader(container, stream, index, unique, limits), index.key_before()
+        unique = [int(i) for i in np.unique(chosen)]
+        reader = _PyAVReader(container, stream, index, np.array(unique), limits)
         out = np.empty((len(chosen), size[1], size[0], 3), dtype=np.uint8)
-        for i in unique:
-            frame = reader.read(int(i), key_before)
+        for i, next_i in zip(unique, unique[1:] + [None]):
+            frame = reader.read(i, next_i)
             out[chosen == i] = frame.to_ndarray(format="rgb24", width=size[0], height=size[1],
                                                 interpolation=_INTERPOLATION)
     info = dataclasses.replace(info, num_frames=len(index.pts))

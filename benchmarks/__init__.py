@@ -1,0 +1,1 @@
+"""Speed and scale benchmarks; run them all with ``python -m benchmarks`` (see __main__.py)."""

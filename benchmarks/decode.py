@@ -1,0 +1,191 @@
+"""Run: python -m benchmarks.decode [--quick]   (or python -m benchmarks --only decode)
+
+Frame sampling cost of cluenet.video, as ratios measured in the same run:
+
+* a 30 s 640x480 H.264 clip with a keyframe every second (--quick: 10 s 320x240):
+  time to sample 16 frames with decord and with PyAV (sandboxed and in-process),
+  each divided by the time to decode every frame with that backend (target <= 0.2);
+* a long-GOP clip of the same size with one keyframe: PyAV's decoded frames and time
+  against the least decoding its keyframe layout forces (target <= 1.2).
+
+"Decode every frame" is, for PyAV, decoding without RGB conversion (the strict
+baseline; the note also gives the ratio to decoding + RGB), and for decord reading
+every frame (decord always converts to RGB).  The forced minimum comes from
+``video.forced_decode_count`` on the packet index; its time is measured by decoding
+exactly that prefix of the clip.  Each time is the median of several repeats.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from cluenet import video
+
+NUM_SAMPLED = 16
+TARGET_SAMPLE_VS_FULL = 0.2
+TARGET_LONG_GOP_VS_FORCED = 1.2
+FULL = {"seconds": 30, "size": (640, 480), "repeats": 5}
+QUICK = {"seconds": 10, "size": (320, 240), "repeats": 3}
+FPS = 30
+DECORD_CHUNK = 64  # frames per get_batch in decord's full read (bounded memory)
+
+
+def _frames(n: int, width: int, height: int, seed: int = 0):
+    """Moving shapes on a drifting textured background: motion a codec has to predict."""
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(0, 60, (height, width * 2, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:height, 0:width]
+    for i in range(n):
+        img = texture[:, (2 * i) % width: (2 * i) % width + width].copy()
+        img[..., 0] += (xx * 100 // width).astype(np.uint8)
+        for k in range(4):
+            cx = (i * (3 + k) + 97 * k) % width
+            cy = (height // 5) * (k + 1)
+            img[(xx - cx) ** 2 + (yy - cy) ** 2 < (height // 12) ** 2] = (200, 60 * k, 255 - 50 * k)
+        yield img
+
+
+def make_clips(folder: Path, seconds: int, size: tuple[int, int]) -> dict[str, Path]:
+    n = seconds * FPS
+    base = {"preset": "veryfast", "crf": "23", "sc_threshold": "0"}  # no scene-cut keyframes
+    return {
+        "1s GOP": video.write_video(folder / "gop1s.mp4", _frames(n, *size), FPS,
+                                    options={**base, "g": str(FPS), "keyint_min": str(FPS)}),
+        "one keyframe": video.write_video(folder / "longgop.mp4", _frames(n, *size), FPS,
+                                          options={**base, "g": str(10 * n), "keyint_min": str(10 * n)}),
+    }
+
+
+def _median_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _pyav_decode(path: Path, limit: int | None = None, rgb: bool = False) -> int:
+    """Decode the first ``limit`` frames (all when None), optionally converting to RGB."""
+    import av
+
+    count = 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"  # as the sampler decodes
+        for frame in container.decode(stream):
+            if rgb:
+                frame.to_ndarray(format="rgb24")
+            count += 1
+            if limit is not None and count >= limit:
+                break
+    return count
+
+
+def _decord_read_all(path: Path) -> int:
+    import decord
+
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+    for start in range(0, len(reader), DECORD_CHUNK):
+        reader.get_batch(list(range(start, min(len(reader), start + DECORD_CHUNK)))).asnumpy()
+    return len(reader)
+
+
+def _layout(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Presentation times (s) and keyframe flags of every frame, from packets only."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        tick = float(stream.time_base)
+        packets = sorted((p.pts, p.is_keyframe) for p in container.demux(stream) if p.pts is not None and p.size)
+    pts = np.array([p for p, _ in packets], dtype=np.int64)
+    return (pts - pts[0]) * tick, np.array([k for _, k in packets], dtype=bool)
+
+
+def _forced(path: Path, clip: video.Clip) -> int:
+    times, keys = _layout(path)
+    wanted = np.searchsorted(times, np.asarray(clip.times) + 1e-6, side="right") - 1
+    return video.forced_decode_count(keys, wanted)
+
+
+def _sample_rows(name: str, path: Path, repeats: int) -> list[dict]:
+    full = {"decord": _median_time(lambda: _decord_read_all(path), repeats),
+            "pyav": _median_time(lambda: _pyav_decode(path), repeats)}
+    full_rgb = _median_time(lambda: _pyav_decode(path, rgb=True), repeats)
+    total = video.probe(path).num_frames
+    rows = []
+    for backend in ("decord", "pyav"):
+        for sandbox in (False, True):
+            clip = video.sample(path, num_frames=NUM_SAMPLED, backend=backend, sandbox=sandbox)
+            seconds = _median_time(lambda: video.sample(path, num_frames=NUM_SAMPLED, backend=backend,
+                                                        sandbox=sandbox), repeats)
+            where = "sandboxed" if sandbox else "in-process"
+            note = f"{seconds * 1000:.0f} ms vs full decode {full[backend] * 1000:.0f} ms"
+            if backend == "pyav":
+                note += (f"; {clip.decoded_frames}/{total} frames decoded, forced minimum {_forced(path, clip)}"
+                         f"; vs decode+RGB {seconds / full_rgb:.3f}")
+            rows.append({"benchmark": "decode", "metric": f"{name}: sample {NUM_SAMPLED} / decode all, {backend} {where}",
+                         "value": seconds / full[backend], "target": TARGET_SAMPLE_VS_FULL if name == "1s GOP" else None,
+                         "note": note})
+    return rows
+
+
+def _long_gop_rows(path: Path, repeats: int) -> list[dict]:
+    clip = video.sample(path, num_frames=NUM_SAMPLED, backend="pyav", sandbox=False)
+    forced = _forced(path, clip)
+    forced_s = _median_time(lambda: _pyav_decode(path, limit=forced), repeats)
+    sample_s = _median_time(lambda: video.sample(path, num_frames=NUM_SAMPLED, backend="pyav", sandbox=False), repeats)
+    return [
+        {"benchmark": "decode", "metric": "one keyframe: PyAV frames decoded / forced minimum",
+         "value": clip.decoded_frames / forced, "target": TARGET_LONG_GOP_VS_FORCED,
+         "note": f"{clip.decoded_frames} decoded, {forced} forced"},
+        {"benchmark": "decode", "metric": "one keyframe: PyAV sample time / forced decode time",
+         "value": sample_s / forced_s, "target": TARGET_LONG_GOP_VS_FORCED,
+         "note": f"{sample_s * 1000:.0f} ms vs decoding the first {forced} frames {forced_s * 1000:.0f} ms"},
+    ]
+
+
+def run(quick: bool) -> list[dict]:
+    """Measure and return the rows (dicts: benchmark, metric, value, target, note)."""
+    cfg = QUICK if quick else FULL
+    with tempfile.TemporaryDirectory(prefix="cluenet-bench-") as tmp:
+        clips = make_clips(Path(tmp), cfg["seconds"], cfg["size"])
+        video.probe(clips["1s GOP"])  # start the decoder server outside the timings
+        rows = []
+        for name, path in tqdm(list(clips.items()), desc="decode benchmark", file=sys.stderr):
+            rows += _sample_rows(name, path, cfg["repeats"])
+        rows += _long_gop_rows(clips["one keyframe"], cfg["repeats"])
+    for row in rows:
+        if row.get("target") is None:
+            row.pop("target", None)
+    return rows
+
+
+def _print(rows: list[dict]) -> None:
+    width = max(len(r["metric"]) for r in rows)
+    for r in rows:
+        check = ""
+        if "target" in r:
+            check = "ok" if r["value"] <= r["target"] else f"MISSED (target <= {r['target']:g})"
+        print(f"{r['metric']:<{width}}  {r['value']:7.3f}  {check:<22} {r['note']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.decode", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10 s 320x240 clips, 3 repeats")
+    args = parser.parse_args(argv)
+    _print(run(args.quick))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
