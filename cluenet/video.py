@@ -860,6 +860,16 @@ _SERVER: _Server | None = None
 _SERVER_LOCK = threading.Lock()
 
 
+def _forget_server() -> None:
+    """In a forked copy of the caller (e.g. a DataLoader worker) the parent's server
+    handle and lock are not ours: start afresh."""
+    global _SERVER, _SERVER_LOCK
+    _SERVER, _SERVER_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_server)
+
+
 def _run_in_child(task: _Task, timeout: float) -> tuple[dict[str, Any], np.ndarray | None]:
     """Run ``task`` in a forked child of the decoder server, killed after ``timeout`` s."""
     global _SERVER

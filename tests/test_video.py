@@ -236,6 +236,25 @@ def test_forced_decode_count():
         video.forced_decode_count(key, [10])
 
 
+def test_invalid_decord_timestamps_fall_back_to_pyav(clips, monkeypatch):
+    monkeypatch.setattr(video, "_times_valid", lambda times, duration: False)
+    clip = video.sample(clips["h264"], num_frames=4, sandbox=False)
+    assert clip.backend == "pyav" and frame_ids(clip.frames) == [7, 22, 37, 52]
+    with pytest.raises(VideoError, match="decord reports invalid frame timestamps"):
+        video.sample(clips["h264"], num_frames=4, backend="decord", sandbox=False)
+
+
+def test_forked_caller_gets_its_own_server(clips):
+    video.probe(clips["h264"])  # make sure the parent has a server
+    pid = os.fork()
+    if pid == 0:  # the child must not talk to the parent's server over shared pipes
+        ok = video._SERVER is None and video.probe(clips["h264"]).num_frames == N
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert video.probe(clips["h264"]).num_frames == N
+
+
 def test_timestamp_validation():
     ok = np.array([0.0, 0.04, 0.08])
     assert video._times_valid(ok, 0.12)
