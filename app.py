@@ -248,8 +248,12 @@ def answer_md(trace: Trace, notice: str = "") -> str:
 
 
 def flags_md(trace: Trace) -> str:
-    """Hallucination / faithfulness flags and parser or pipeline warnings."""
-    lines = [f"- ⚑ **{f.kind.replace('_', ' ')}**: {html.escape(f.message)}" for f in trace.flags]
+    """Hallucination / faithfulness flags (hover a flag for what it means) and parser
+    or pipeline warnings."""
+    from cluenet.analysis import FLAG_EXPLANATIONS
+
+    lines = [f'- ⚑ <b title="{html.escape(FLAG_EXPLANATIONS.get(f.kind, ""))}">{f.kind.replace("_", " ")}</b>: '
+             f"{html.escape(f.message)}" for f in trace.flags]
     lines += [f"- ⚠ {html.escape(w)}" for w in trace.warnings]
     return "\n".join(lines) if lines else "No flags or warnings."
 
@@ -470,6 +474,7 @@ def rerun_reasoning(model: Any, base: Trace, tau_min: float, rho: float, dropped
     frames, question and options), then the stored trace's clues are reasoned over.
     Raises InputError if nothing would be kept or the prefix cannot be rebuilt.
     """
+    from cluenet.analysis import add_flags
     from cluenet.filter import select, threshold
 
     try:
@@ -483,14 +488,15 @@ def rerun_reasoning(model: Any, base: Trace, tau_min: float, rho: float, dropped
     kept = [c.id for c in trace.clues if c.kept and c.id not in set(dropped)]
     if not kept:
         raise InputError(f"every kept clue is dropped ({', '.join(dropped)}): keep at least one clue")
+    trace = trace.with_(flags=())  # the base's flags describe the base's chain, not the new one
     try:
-        return model.reason(trace, kept)
+        return add_flags(model.reason(trace, kept))
     except InputError:
         if not video_path:
             raise
     # no cached prefix (e.g. an example opened from disk): rebuild it, then retry once
     model.analyze(video_path, base.question, base.options, num_frames=len(base.clip.frame_times) or None)
-    return model.reason(trace, kept)
+    return add_flags(model.reason(trace, kept))
 
 
 def compare_md(before: Trace, after: Trace, dropped: Sequence[str]) -> str:
@@ -561,6 +567,8 @@ def analyze_upload(holder: ModelHolder, video_path: str | None, question: str, *
 
 def _stream(model: Any, video_path: str, question: str, options: tuple[str, ...], n: int,
             progress: gr.Progress) -> Iterator[list]:
+    from cluenet.analysis import add_flags
+
     notice = upload_notice(model.info)
     last: Trace | None = None
     for ev in model.analyze_stream(video_path, question, options, num_frames=n):
@@ -571,6 +579,7 @@ def _stream(model: Any, video_path: str, question: str, options: tuple[str, ...]
             yield [status_md(f"… {ev.message or ev.kind}"), *render_view(view, final=False), ""]
     if last is None:
         raise InputError("the model produced no result for this clip")
+    last = add_flags(last)  # the flags that need no extra model run (citations, consistency)
     frames, times = strip_frames(video_path, len(last.clip.frame_times))
     view = View(trace=last, base=last, video=video_path, frames=frames, frame_times=times)
     secs = sum(last.timings.values()) if last.timings else 0.0

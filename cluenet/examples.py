@@ -4,7 +4,9 @@
     python -m cluenet.examples --n 4 --seed 90101 --out /tmp/ex --frames 16
 
 For each clip the folder gets ``<id>.mp4`` (small H.264), ``<id>.jpg`` (poster
-for the gallery) and ``<id>.trace.json`` (a ``Trace``), plus ``index.json``::
+for the gallery) and ``<id>.trace.json`` (a ``Trace`` with every flag of
+``cluenet.analysis.add_flags``: grounding against the gold events, clue
+necessity and video dependence), plus ``index.json``::
 
     {"command": "python -m cluenet.examples --n 6 ...", "seed": 90001, "n": 6,
      "model": {...ModelInfo...}, "total_bytes": ...,
@@ -57,7 +59,9 @@ def _clear_previous(out: Path) -> None:
 
 def build_one(model: Any, seed: int, out: Path, num_frames: int | None, world_cfg: Any) -> dict:
     """Render one episode, encode it, run the model on the encoded file, write the trace."""
+    from .analysis import add_flags
     from .data.clueworld import ENCODER_OPTIONS, make_episode
+    from .video import sample as sample_frames
     from .video import write_video
 
     stem = f"ex{seed}"
@@ -68,6 +72,10 @@ def build_one(model: Any, seed: int, out: Path, num_frames: int | None, world_cf
     # the model reads the encoded file, exactly as the app would: the trace matches the clip shown
     trace = model.analyze(str(video_path), sample.question, sample.options, num_frames=num_frames,
                           gold=sample.answer, sample_id=stem, qtype=sample.qtype)
+    # every flag the analysis offers: grounding against the gold events, clue necessity
+    # and video dependence (model probes on the same frames); the app shows them
+    frames = sample_frames(video_path, num_frames=len(trace.clip.frame_times))
+    trace = add_flags(trace, events=sample.events, model=model, clip=frames)
     (out / f"{stem}.trace.json").write_text(trace.to_json())
     return {"id": stem, "video": video_path.name, "poster": f"{stem}.jpg", "trace": f"{stem}.trace.json",
             "question": sample.question, "qtype": sample.qtype, "seed": seed}

@@ -16,7 +16,7 @@ from test_plots import make_trace
 
 import app
 from cluenet.errors import InputError
-from cluenet.schema import ModelInfo, Step, Trace
+from cluenet.schema import Flag, ModelInfo, Step, Trace
 
 OPTS = ["red circle", "blue square", "", "", ""]
 TEST_CLUE_TOKENS, TEST_CHAIN_TOKENS = 40, 24  # random weights write noise: short caps keep tests fast
@@ -199,7 +199,8 @@ def _with_clues(trace: Trace, scores=(0.9, 0.6, 0.2)) -> Trace:
     """The tiny random model writes no parsable clues: give its trace scored clues
     (the cached prefix is keyed by clip and question, so pass 2 can reason over them)."""
     clues = make_trace(scores=scores).clues
-    return trace.with_(clues=clues, filter=app.FilterSettings(tau_min=0.3, rho=0.5))
+    stale = Flag(kind="clue_necessity", message="stale: about the base chain")
+    return trace.with_(clues=clues, filter=app.FilterSettings(tau_min=0.3, rho=0.5), flags=(stale,))
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +230,7 @@ def test_whatif_rebuilds_an_example_prefix_and_reasons_over_the_kept_clues(examp
     assert "c2 [" in context and "c1 [" not in context and "c3 [" not in context
     assert after.answer is not None and len(after.option_probs) == 3
     assert "you dropped c1" in out[-1] and "Answer" in out[-1]
+    assert not [f for f in after.flags if f.message.startswith("stale")]  # flags recomputed for the new chain
 
 
 def test_whatif_threshold_changes_the_kept_set(example_dir):

@@ -79,6 +79,17 @@ def test_opening_another_example_and_selecting_a_step(page):
     page.screenshot(path=str(ARTIFACTS / "explore_step.png"), full_page=True)
 
 
+def test_whatif_rerun_reports_the_answer(page):
+    page.get_by_role("tab", name="Explore").click()
+    page.locator(".whatif").first.wait_for(state="attached")
+    page.get_by_label("c1  shape 1 moves right").first.check()  # drop c1 (kept in the example trace)
+    page.get_by_role("button", name="Re-run reasoning").first.click()
+    page.locator(".whatif :text('Answer')").first.wait_for()
+    text = page.locator(".whatif").first.inner_text()
+    assert "you dropped c1" in text and ("unchanged" in text or "changed" in text)
+    page.screenshot(path=str(ARTIFACTS / "explore_whatif.png"), full_page=True)
+
+
 def test_upload_gets_an_answer(page, tmp_path):
     from test_app import TEST_FRAMES, square_clip
 
