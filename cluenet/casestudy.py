@@ -41,6 +41,7 @@ from tqdm import tqdm
 from . import analysis
 from .errors import ClueNetError, InputError
 from .schema import LETTERS, Sample, Trace
+from .tags import TagStore
 
 TRACES_FILE = "traces.jsonl"
 MANIFEST_FILE = "run.json"
@@ -374,8 +375,6 @@ def case_table(run: Run, flag: str | None = None, qtype: str | None = None,
     neither.  Values are plain strings / numbers / bools so a UI table shows them as is:
     ``flags`` and ``tags`` are comma-joined, ``answer``/``gold`` option letters.
     """
-    from .tags import TagStore
-
     _check_filters(flag, correct)
     tags = TagStore(run.tags_path).all() if run.tags_path is not None else {}
     rows = []
