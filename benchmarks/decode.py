@@ -15,7 +15,8 @@ cannot beat the keyframe layout: the first row per clip gives the share of frame
 it forces; skipping non-reference frames gets below it in frames, much less in
 time (reference frames carry most of the decoding cost).  The forced minimum comes from
 ``video.forced_decode_count`` on the packet index; its time is measured by decoding
-exactly that prefix of the clip.  Each time is the median of several repeats.
+exactly that prefix of the clip.  All the timings of a clip run interleaved, round
+after round, and each ratio is the median of its per-round ratios.
 """
 from __future__ import annotations
 
@@ -67,13 +68,25 @@ def make_clips(folder: Path, seconds: int, size: tuple[int, int]) -> dict[str, P
     }
 
 
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
+def _interleaved_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Run every function once per round, ``repeats`` rounds: both sides of each ratio
+    see the same machine load (this machine is shared and its load swings)."""
+    times: dict[str, list[float]] = {key: [] for key in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    return times
+
+
+def _ratio(times: dict[str, list[float]], num: str, den: str) -> float:
+    """Median over rounds of the per-round ratio."""
+    return statistics.median(a / b for a, b in zip(times[num], times[den]))
+
+
+def _ms(times: dict[str, list[float]], key: str) -> str:
+    return f"{statistics.median(times[key]) * 1000:.0f} ms"
 
 
 def _pyav_decode(path: Path, limit: int | None = None, rgb: bool = False) -> int:
@@ -120,48 +133,45 @@ def _forced(path: Path, clip: video.Clip) -> int:
     return video.forced_decode_count(keys, wanted)
 
 
+def _sampler(path: Path, backend: str, sandbox: bool) -> Callable[[], video.Clip]:
+    return lambda: video.sample(path, num_frames=NUM_SAMPLED, backend=backend, sandbox=sandbox)
+
+
+CONFIGS = [(b, s) for b in ("decord", "pyav") for s in (False, True)]
+
+
 def _sample_rows(name: str, path: Path, repeats: int) -> list[dict]:
-    full = {"decord": _median_time(lambda: _decord_read_all(path), repeats),
-            "pyav": _median_time(lambda: _pyav_decode(path), repeats)}
-    full_rgb = _median_time(lambda: _pyav_decode(path, rgb=True), repeats)
-    total = video.probe(path).num_frames
     clip = video.sample(path, num_frames=NUM_SAMPLED, backend="pyav", sandbox=False)
-    forced = _forced(path, clip)
+    total, forced = clip.info.num_frames, _forced(path, clip)
+    fns = {"full decord": lambda: _decord_read_all(path), "full pyav": lambda: _pyav_decode(path),
+           "full rgb": lambda: _pyav_decode(path, rgb=True), "forced": lambda: _pyav_decode(path, limit=forced)}
+    fns.update({f"{b} {s}": _sampler(path, b, s) for b, s in CONFIGS})
+    times = _interleaved_times(fns, repeats)
     rows = [{"benchmark": "decode", "metric": f"{name}: frames the keyframe layout forces / all frames",
              "value": forced / total, "note": f"{forced} of {total}: the floor for exact frames without "
                                               "skipping non-reference frames"}]
-    for backend in ("decord", "pyav"):
-        for sandbox in (False, True):
-            clip = video.sample(path, num_frames=NUM_SAMPLED, backend=backend, sandbox=sandbox)
-            seconds = _median_time(lambda: video.sample(path, num_frames=NUM_SAMPLED, backend=backend,
-                                                        sandbox=sandbox), repeats)
-            where = "sandboxed" if sandbox else "in-process"
-            note = f"{seconds * 1000:.0f} ms vs full decode {full[backend] * 1000:.0f} ms"
-            if backend == "pyav":
-                note += f"; {clip.decoded_frames}/{total} frames decoded, forced minimum {forced}"
-            rows.append({"benchmark": "decode", "metric": f"{name}: sample {NUM_SAMPLED} / decode all, {backend} {where}",
-                         "value": seconds / full[backend], "target": TARGET_SAMPLE_VS_FULL if name == "1s GOP" else None,
-                         "note": note})
-            if backend == "pyav":  # the baseline decord's full read corresponds to
-                rows.append({"benchmark": "decode", "value": seconds / full_rgb,
-                             "metric": f"{name}: sample {NUM_SAMPLED} / decode all + RGB, pyav {where}",
-                             "note": f"{seconds * 1000:.0f} ms vs decode + RGB of every frame {full_rgb * 1000:.0f} ms"})
+    for backend, sandbox in CONFIGS:
+        key, where = f"{backend} {sandbox}", "sandboxed" if sandbox else "in-process"
+        note = f"{_ms(times, key)} vs full decode {_ms(times, 'full ' + backend)}"
+        if backend == "pyav":
+            note += f"; {clip.decoded_frames}/{total} frames decoded, forced minimum {forced}"
+        rows.append({"benchmark": "decode", "metric": f"{name}: sample {NUM_SAMPLED} / decode all, {backend} {where}",
+                     "value": _ratio(times, key, "full " + backend), "note": note,
+                     "target": TARGET_SAMPLE_VS_FULL if name == "1s GOP" else None})
+        if backend == "pyav":  # the baseline decord's full read corresponds to
+            rows.append({"benchmark": "decode", "value": _ratio(times, key, "full rgb"),
+                         "metric": f"{name}: sample {NUM_SAMPLED} / decode all + RGB, pyav {where}",
+                         "note": f"{_ms(times, key)} vs decode + RGB of every frame {_ms(times, 'full rgb')}"})
+    if name == "one keyframe":
+        rows += [
+            {"benchmark": "decode", "metric": "one keyframe: PyAV frames decoded / forced minimum",
+             "value": clip.decoded_frames / forced, "target": TARGET_LONG_GOP_VS_FORCED,
+             "note": f"{clip.decoded_frames} decoded, {forced} forced"},
+            {"benchmark": "decode", "metric": "one keyframe: PyAV sample time / forced decode time",
+             "value": _ratio(times, "pyav False", "forced"), "target": TARGET_LONG_GOP_VS_FORCED,
+             "note": f"{_ms(times, 'pyav False')} vs decoding the first {forced} frames {_ms(times, 'forced')}"},
+        ]
     return rows
-
-
-def _long_gop_rows(path: Path, repeats: int) -> list[dict]:
-    clip = video.sample(path, num_frames=NUM_SAMPLED, backend="pyav", sandbox=False)
-    forced = _forced(path, clip)
-    forced_s = _median_time(lambda: _pyav_decode(path, limit=forced), repeats)
-    sample_s = _median_time(lambda: video.sample(path, num_frames=NUM_SAMPLED, backend="pyav", sandbox=False), repeats)
-    return [
-        {"benchmark": "decode", "metric": "one keyframe: PyAV frames decoded / forced minimum",
-         "value": clip.decoded_frames / forced, "target": TARGET_LONG_GOP_VS_FORCED,
-         "note": f"{clip.decoded_frames} decoded, {forced} forced"},
-        {"benchmark": "decode", "metric": "one keyframe: PyAV sample time / forced decode time",
-         "value": sample_s / forced_s, "target": TARGET_LONG_GOP_VS_FORCED,
-         "note": f"{sample_s * 1000:.0f} ms vs decoding the first {forced} frames {forced_s * 1000:.0f} ms"},
-    ]
 
 
 def run(quick: bool) -> list[dict]:
@@ -173,7 +183,6 @@ def run(quick: bool) -> list[dict]:
         rows = []
         for name, path in tqdm(list(clips.items()), desc="decode benchmark", file=sys.stderr):
             rows += _sample_rows(name, path, cfg["repeats"])
-        rows += _long_gop_rows(clips["one keyframe"], cfg["repeats"])
     for row in rows:
         # the targets are set for the full-size clips; --quick is a smoke run of the same code
         if row.get("target") is None or quick:
