@@ -1,0 +1,124 @@
+"""Build the model a recipe trains: a from-scratch small model or a real backbone + LoRA.
+
+``model.name_or_path`` selects it:
+
+* ``tiny:<family>`` -- ``cluenet.backbones.tiny_model`` (text 128 x 2 layers; tests);
+  ``tiny:clueworld`` means the primary family.
+* ``small:<family>`` -- the same real transformers classes at the size of the
+  shipped ClueWorld model (``SMALL_SIZES``: text 256 x 4 layers, vision 128 x 4),
+  random init, trained in full.
+* a hub name or a local folder -- ``cluenet.backbones.load_pretrained``
+  (safetensors only, ``trust_remote_code`` off), then ``finetune``: ``lora``
+  (peft adapter on the language model's attention), ``full`` or ``frozen``.
+
+A folder written by ``ClueNet.save`` (a previous stage's output) loads the same way,
+so stage 2 and the baselines start from any stage-1 output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cluenet import backbones
+from cluenet import tokenizer as tokmod
+from cluenet.errors import ConfigError
+from training.config import ModelConfig
+
+SMALL_SIZES = {"text_hidden": 256, "text_layers": 4, "text_heads": 4, "text_kv_heads": 2, "text_ffn": 768,
+               "vision_hidden": 128, "vision_layers": 4, "vision_heads": 4}
+TINY_ALIAS = "clueworld"
+
+
+@dataclass
+class Built:
+    """What a recipe gets: the (possibly PEFT-wrapped) model, its processor and family."""
+
+    model: torch.nn.Module
+    processor: Any
+    family: backbones.Family
+    from_scratch: bool
+
+
+def _family_name(spec: str) -> str:
+    name = spec.split(":", 1)[1] or TINY_ALIAS
+    return backbones.PRIMARY if name == TINY_ALIAS else name
+
+
+def small_config(family: str, tokenizer: Any, sizes: dict[str, int] | None = None) -> Any:
+    """A from-scratch config of a real class at ``sizes`` (default ``SMALL_SIZES``), Qwen-VL families only."""
+    s = {**SMALL_SIZES, **(sizes or {})}
+    fam = backbones.get_family(family)
+    if not family.startswith("qwen"):
+        raise ConfigError(f"small:<family> supports the Qwen-VL families, got {family!r}; use tiny:{family}")
+    cfg = fam.tiny_config(tokenizer)
+    t = cfg.text_config
+    head_dim = s["text_hidden"] // s["text_heads"]
+    t.hidden_size, t.num_hidden_layers, t.intermediate_size = s["text_hidden"], s["text_layers"], s["text_ffn"]
+    t.num_attention_heads, t.num_key_value_heads = s["text_heads"], s["text_kv_heads"]
+    if getattr(t, "layer_types", None) is not None:  # one entry per layer, derived at construction
+        t.layer_types = [t.layer_types[0]] * s["text_layers"]
+    if hasattr(t, "max_window_layers"):
+        t.max_window_layers = s["text_layers"]
+    if hasattr(t, "head_dim"):
+        t.head_dim = head_dim
+    half = head_dim // 2  # mrope sections (temporal, height, width) split the rotary half-dimension
+    t.rope_parameters = {**t.rope_parameters, "mrope_section": [half // 2, half // 4, half - half // 2 - half // 4]}
+    v = cfg.vision_config
+    v.depth, v.num_heads = s["vision_layers"], s["vision_heads"]
+    if family == "qwen2_vl":
+        v.embed_dim, v.hidden_size = s["vision_hidden"], s["text_hidden"]
+    else:
+        v.hidden_size, v.intermediate_size, v.out_hidden_size = s["vision_hidden"], 2 * s["vision_hidden"], s["text_hidden"]
+        if hasattr(v, "fullatt_block_indexes"):
+            v.fullatt_block_indexes = list(range(s["vision_layers"]))
+    return cfg
+
+
+def build(cfg: ModelConfig, seed: int = 0) -> Built:
+    """The model and processor for ``cfg`` (see the module docstring)."""
+    spec = cfg.name_or_path
+    if spec.startswith(("tiny:", "small:")):
+        family = _family_name(spec)
+        fam = backbones.get_family(family)
+        tok = tokmod.load()
+        torch.manual_seed(seed)
+        if spec.startswith("tiny:"):
+            model, processor = backbones.tiny_model(family, tok, seed=seed)
+        else:
+            model, processor = fam.model_cls()(small_config(family, tok)), fam.tiny_processor(tok)
+        _set_trainable(model, cfg, from_scratch=True)
+        return Built(model.train(), processor, fam, from_scratch=True)
+    model, processor, fam = backbones.load_pretrained(spec)
+    if cfg.finetune == "lora":
+        model = add_lora(model, cfg, fam)
+    else:
+        _set_trainable(model, cfg, from_scratch=False)
+    if cfg.gradient_checkpointing:
+        backbones.unwrap(model).gradient_checkpointing_enable()
+    return Built(model.train(), processor, fam, from_scratch=False)
+
+
+def add_lora(model: Any, cfg: ModelConfig, fam: backbones.Family) -> Any:
+    """Wrap ``model`` in a peft LoRA on the language model's attention (``fam.lora_targets``)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=fam.lora_targets if tuple(cfg.lora_targets) == ModelConfig.lora_targets
+                      else list(cfg.lora_targets))
+    return get_peft_model(model, lora)
+
+
+def _set_trainable(model: torch.nn.Module, cfg: ModelConfig, from_scratch: bool) -> None:
+    """Full training for from-scratch models and ``finetune=full``; nothing for ``frozen``."""
+    train_all = from_scratch or cfg.finetune == "full"
+    for p in model.parameters():
+        p.requires_grad_(train_all)
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

@@ -1,0 +1,102 @@
+"""Stage 1 of ClueNet: decoupled supervision of clue extraction (E) and reasoning (R).
+
+    python -m training.stage1 --config training/configs/stage1_clueworld.yaml [section.key=value ...]
+    accelerate launch --config_file training/accelerate/cpu_2proc.yaml -m training.stage1 --config ...
+
+Tasks (DESIGN.md "Stage 1"), mixed in one run, loss on target tokens only:
+
+* E: prefix -> gold clues block;
+* R: prefix + gold clues -> gold chain + answer.
+
+Both tasks of a sample share one row (``training.data`` explains why this is exact):
+L1 = w_E * L_E + w_R * L_R with the answer letter up-weighted by ``loss.answer_weight``.
+The run resumes from the newest complete checkpoint in ``train.output_dir`` (unless
+``train.resume=false``) and writes the model to ``<output_dir>/final`` (full weights for
+a from-scratch model, a PEFT adapter for a real backbone) with a ``stage.json`` that
+stage 2 checks.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from cluenet.schema import Sample
+from training import common
+from training import data as tdata
+from training.config import Stage1RunConfig, load_config
+from training.loop import Trainer
+from training.model_build import build, count_parameters
+
+RECIPE = "stage1"
+
+
+def make_rows(loss_cfg: Any):
+    """Row builder: one E+R row per sample."""
+
+    def rows(tokenizer: Any, prefix_of: Any, sample: Sample) -> list[tdata.Row]:
+        return [tdata.stage1_row(tokenizer, prefix_of("cluenet"), sample, loss_cfg)]
+
+    return rows
+
+
+def loss_fn(model: Any, batch: dict[str, Any]):
+    """Weighted next-token loss of the batch (``common.weighted_lm_loss``)."""
+    return common.weighted_lm_loss(common.lm_forward(model, batch).logits, batch)
+
+
+def setup(cfg: Any, samples: Sequence[Sample] | None = None, rows=None, model_override: Any = None) -> Trainer:
+    """Model, data and Trainer for a recipe config (shared by stage 1 and the baselines)."""
+    samples = list(samples) if samples is not None else common.load_samples(cfg.data.train_path)
+    built = build(cfg.model, seed=cfg.train.seed) if model_override is None else model_override
+    frames = common.frame_source(cfg.data, samples, cfg.data.train_path)
+    dataset = tdata.RowDataset(samples, built.processor, built.family, frames, rows or make_rows(cfg.loss))
+    common.attach_store(dataset, cfg.data.train_path)
+    trainer = Trainer(built.model, loss_fn, dataset, train=cfg.train, optim=cfg.optim,
+                      collate_fn=common.collator(built.processor), lengths=None, run_config=cfg,
+                      num_workers=cfg.data.num_workers)
+    trainer.built = built  # the recipe saves processor + family with the model
+    return trainer
+
+
+def finish(trainer: Trainer, cfg: Any, recipe: str, stage: int, extra: dict | None = None, filter_head=None,
+           model=None) -> Any:
+    """Save ``<output_dir>/final`` on the main process; returns its path."""
+    from pathlib import Path
+
+    acc = trainer.accelerator
+    acc.wait_for_everyone()
+    folder = Path(cfg.train.output_dir) / common.FINAL_DIR
+    if acc.is_main_process:
+        built = trainer.built
+        net = model if model is not None else acc.unwrap_model(trainer.model)
+        info = {"stage": stage, "recipe": recipe, "base": cfg.model.name_or_path, "family": built.family.name,
+                "finetune": "full" if built.from_scratch else cfg.model.finetune, "num_frames": cfg.data.num_frames,
+                "steps": trainer.state.step, "updates": trainer.state.updates, "seed": cfg.train.seed,
+                "train_path": cfg.data.train_path, **(extra or {})}
+        common.save_output(net, built.processor, folder, info, filter_head=filter_head,
+                           trained_on=f"{recipe} on {cfg.data.train_path} ({trainer.state.step} steps)")
+    acc.wait_for_everyone()
+    return folder
+
+
+def run(cfg: Stage1RunConfig, samples: Sequence[Sample] | None = None) -> Trainer:
+    """Train stage 1 to ``train.max_steps`` (resuming if possible) and save the output."""
+    trainer = setup(cfg, samples)
+    trainable, total = count_parameters(trainer.model)
+    trainer.setup()
+    if trainer.accelerator.is_main_process:
+        print(f"stage 1: {len(trainer.train_data)} samples, {trainable:,}/{total:,} trainable parameters, "
+              f"resumed from {trainer.resumed_from}")
+    trainer.train()
+    finish(trainer, cfg, RECIPE, stage=1)
+    trainer.cleanup()
+    return trainer
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = common.parse(argv, "python -m training.stage1", __doc__)
+    run(load_config(Stage1RunConfig, args.config, args.overrides))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
