@@ -95,8 +95,8 @@ def build(cfg: ModelConfig, seed: int = 0) -> Built:
         model = add_lora(model, cfg, fam)
     else:
         _set_trainable(model, cfg, from_scratch=False)
-    if cfg.gradient_checkpointing:
-        backbones.unwrap(model).gradient_checkpointing_enable()
+    if cfg.gradient_checkpointing:  # non-reentrant: works with LoRA without forcing input grads
+        backbones.unwrap(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return Built(model.train(), processor, fam, from_scratch=False)
 
 
