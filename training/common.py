@@ -46,16 +46,21 @@ def load_samples(path: str, what: str = "data.train_path") -> list[Sample]:
     return tdata.read_any_samples(path)
 
 
+def world_config(jsonl_path: str | Path) -> Any:
+    """The WorldConfig a ClueWorld set was generated with (its meta file beside the JSONL), or None."""
+    from cluenet.data import clueworld
+
+    meta = Path(jsonl_path).parent / clueworld.META_NAME
+    if not meta.is_file():
+        return None
+    c = json.loads(meta.read_text())["config"]
+    return clueworld.WorldConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
+
+
 def frame_source(cfg: DataConfig, samples: Sequence[Sample], train_path: str) -> tdata.FrameSource:
     """Re-render ClueWorld clips in memory (their config read from the set's meta file); decode anything else."""
     if samples and all(s.source == "clueworld" for s in samples):
-        from cluenet.data import clueworld
-
-        meta = Path(train_path).parent / clueworld.META_NAME
-        world = None
-        if meta.is_file():
-            c = json.loads(meta.read_text())["config"]
-            world = clueworld.WorldConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
+        world = world_config(train_path)
         if world is not None and world.frames != cfg.num_frames:
             raise ConfigError(f"data.num_frames is {cfg.num_frames} but the ClueWorld clips have {world.frames} "
                               "frames; set data.num_frames to match")

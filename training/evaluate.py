@@ -64,20 +64,20 @@ def load_model(folder: str, device: str | None = None) -> Any:
     return ClueNet.from_pretrained(folder, device=device)
 
 
-def clip_for(sample: Sample) -> Any:
-    """The video path when the file exists, else the re-rendered ClueWorld clip."""
+def clip_for(sample: Sample, world: Any = None) -> Any:
+    """The video path when the file exists, else the ClueWorld clip re-rendered with ``world`` (a WorldConfig)."""
     if sample.video and Path(sample.video).is_file():
         return sample.video
     if sample.source == "clueworld":
         from training.data import ClueWorldFrames
 
-        frames, times = ClueWorldFrames()(sample)
+        frames, times = ClueWorldFrames(world)(sample)
         return MemoryClip(frames, times, Path(sample.video).name)
     raise InputError(f"sample {sample.id}: video file {sample.video} not found")
 
 
-def run_one(net: Any, sample: Sample, mode: str) -> Trace:
-    clip = clip_for(sample)
+def run_one(net: Any, sample: Sample, mode: str, world: Any = None) -> Trace:
+    clip = clip_for(sample, world)
     kw = dict(gold=sample.answer, sample_id=sample.id, qtype=sample.qtype)
     if mode == "direct":
         return net.answer_direct(clip, sample.question, sample.options, **kw)
@@ -86,11 +86,11 @@ def run_one(net: Any, sample: Sample, mode: str) -> Trace:
     return net.analyze(clip, sample.question, sample.options, **kw)
 
 
-def write_traces(net: Any, samples: Sequence[Sample], mode: str, out: Path) -> None:
+def write_traces(net: Any, samples: Sequence[Sample], mode: str, out: Path, world: Any = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         for s in tqdm(samples, desc=f"evaluate {mode}", unit="q", disable=None):
-            f.write(run_one(net, s, mode).to_json(indent=None) + "\n")
+            f.write(run_one(net, s, mode, world).to_json(indent=None) + "\n")
 
 
 def _sharded(args: argparse.Namespace, samples: Sequence[Sample], out: Path) -> None:
@@ -137,17 +137,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit < 0:
         raise ConfigError(f"--limit is {args.limit}, must be >= 0")
     samples = samples[: args.limit] if args.limit else samples
+    from training.common import world_config
+
+    world = world_config(args.data)
     out = Path(args.traces or Path(args.model) / f"traces-{args.mode}-{Path(args.data).stem}.jsonl")
     if args.shard:
         i, n = (int(x) for x in args.shard.split("/"))
         import torch
 
         torch.set_num_threads(1)
-        write_traces(load_model(args.model, args.device), samples[i::n], args.mode, out)
+        write_traces(load_model(args.model, args.device), samples[i::n], args.mode, out, world)
     elif args.workers > 1:
         _sharded(args, samples, out)
     else:
-        write_traces(load_model(args.model, args.device), samples, args.mode, out)
+        write_traces(load_model(args.model, args.device), samples, args.mode, out, world)
     if args.no_score:
         return 0
     result = {"model": args.model, "mode": args.mode, "data": args.data, "traces": str(out),
