@@ -3,7 +3,7 @@
     python app.py [--model M] [--adapter A] [--filter-head F] [--device D] [--host H] [--port P]
 
 serves on http://127.0.0.1:7860 with the embedded default model (a Hugging Face
-Space runs the same file).  Two tabs:
+Space runs the same file).  Two tabs for one clip:
 
 * **Explore** -- example ClueWorld clips with traces precomputed by
   ``python -m cluenet.examples``; opening one calls no model.
@@ -13,6 +13,11 @@ Space runs the same file).  Two tabs:
 Both show the same trace view (frame strip, clue timeline, filter scores, chain
 with citations, answer) and the same what-if controls, which re-run only the
 reasoning pass with another filter threshold or with clues dropped.
+
+and three analyst tabs (``cluenet.ui_analyst``): **Case study** (run the model over
+a dataset JSONL under ``--data-root``, load a run from ``--runs-root`` or import
+lmms-eval / NExT-QA predictions; filter, open, tag, export a report), **Side by side**
+(ClueNet vs the direct and cot baselines) and **Dashboard**.
 
 This module is a thin consumer of ``cluenet``: importing it builds ``demo``
 but loads no model; the model is loaded on first use through ``ModelHolder``
@@ -40,7 +45,7 @@ import gradio as gr
 import numpy as np
 
 from cluenet import frames as fr
-from cluenet import plots, video
+from cluenet import plots, ui_analyst, video
 from cluenet.errors import ClueNetError, InputError
 from cluenet.schema import LETTERS, FilterSettings, ModelInfo, Trace
 
@@ -65,6 +70,9 @@ MAX_DOWNLOADS_KEPT = 64  # trace JSON files kept in this process's temp folder
 STRIP_MAX_SIDE = 160  # frames for the strip are decoded small: they are thumbnails
 MODEL_JOBS = "model"  # concurrency id shared by every event that runs the model
 EXAMPLE_JOBS = 4  # concurrent example opens (no model; decoding a few small frames)
+ASSETS_DIR = ROOT / "assets"
+# case-study runs and imported predictions; a Space can point this at persistent storage
+DEFAULT_RUNS_ROOT = Path(os.environ.get("CLUENET_RUNS_ROOT", ROOT / "runs" / "casestudy"))
 
 
 # ----------------------------------------------------------------------------- model
@@ -665,10 +673,24 @@ def _wire_panel(panel: Panel, holder: ModelHolder) -> None:
                       [*panel.outputs(), panel.whatif], concurrency_id=MODEL_JOBS, concurrency_limit=1)
 
 
-def build_demo(model_loader: Callable[[], Any] | None = None, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
+def trace_views() -> ui_analyst.TraceViews:
+    """This module's trace view, for the analyst tabs (which do not import the app)."""
+    return ui_analyst.TraceViews(
+        view=View, build_panel=build_panel, render_view=render_view, strip_frames=strip_frames,
+        wire_panel=lambda panel: None, check_request=check_request, check_clip=check_clip, model_jobs=MODEL_JOBS,
+        panel_outputs=len(Panel.OUTPUTS), max_question_chars=MAX_QUESTION_CHARS, max_option_chars=MAX_OPTION_CHARS,
+        frames=(MIN_FRAMES, MAX_FRAMES, DEFAULT_FRAMES))
+
+
+def build_demo(model_loader: Callable[[], Any] | None = None, examples_dir: Path = EXAMPLES_DIR,
+               data_roots: Sequence[str | os.PathLike] | None = None,
+               runs_root: str | os.PathLike = DEFAULT_RUNS_ROOT) -> gr.Blocks:
     """Build the Blocks app.  No model is loaded here: ``model_loader`` (default: the
-    embedded model via ``ClueNet.from_pretrained``) runs on first use."""
+    embedded model via ``ClueNet.from_pretrained``) runs on first use.  The Case study
+    tab reads datasets under ``data_roots`` (default: the working directory and the
+    assets) and keeps runs under ``runs_root`` (created on the first run)."""
     holder = ModelHolder(model_loader or default_loader())
+    roots = ui_analyst.Roots.make(data_roots or (Path.cwd(), ASSETS_DIR), runs_root)
     examples = load_examples(examples_dir)
     with gr.Blocks(title="ClueNet Explorer", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown("# ClueNet Explorer\nWhich visual clues does a video QA model extract, keep and cite? "
@@ -688,6 +710,8 @@ def build_demo(model_loader: Callable[[], Any] | None = None, examples_dir: Path
             demo.load(lambda: open_example(examples, 0), None, ex_outputs, concurrency_limit=EXAMPLE_JOBS)
         for panel in (ex_panel, in_panel):
             _wire_panel(panel, holder)
+        views = dataclasses.replace(trace_views(), wire_panel=lambda panel: _wire_panel(panel, holder))
+        ui_analyst.build_tabs(holder, views, roots)
         form["run"].click(
             lambda *a, progress=gr.Progress(): (yield from analyze_upload(holder, *a, progress=progress)),
             [form["video"], form["question"], *form["options"], form["frames"]],
@@ -725,13 +749,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--data-root", default=None,
+                        help="folder whose JSONL datasets the Case study tab may read (default: the working directory)")
+    parser.add_argument("--runs-root", default=str(DEFAULT_RUNS_ROOT),
+                        help="folder for case-study runs and imported predictions (env CLUENET_RUNS_ROOT)")
     args = parser.parse_args(argv)
     # load before serving: a bad --model fails here, in one line, not on the first visit
     try:
         model = default_loader(args.model, args.adapter, args.filter_head, args.device)()
     except ClueNetError as exc:
         raise SystemExit(f"error: {exc}") from None
-    launch(build_demo(lambda: model), args.host, args.port)
+    try:
+        built = build_demo(lambda: model, data_roots=[args.data_root or Path.cwd(), ASSETS_DIR],
+                           runs_root=args.runs_root)
+    except ClueNetError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    launch(built, args.host, args.port)
 
 
 demo = build_demo()
