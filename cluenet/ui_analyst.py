@@ -64,6 +64,8 @@ ANY = "any"
 CORRECTNESS = ("all", "right", "wrong")
 FIGURES = ("accuracy_by_type", "calibration", "accuracy_by_kept", "stage_costs")
 CORRECT_MARKS = {True: "✓", False: "✗", None: "–"}
+# table column widths in CASE_COLUMNS order (id, qtype, correct, answer, gold, flags, kept_clues, tags, question)
+COLUMN_WIDTHS = ["11%", "6%", "6%", "6%", "5%", "20%", "7%", "17%", "22%"]
 EMPTY_RUN = casestudy.Run(samples={}, traces=(), manifest={})
 
 
@@ -585,11 +587,11 @@ def _source_groups(roots: Roots) -> dict[str, Any]:
             c["run"] = gr.Button("Run (a second click continues an interrupted run)", variant="primary",
                                  elem_id="cs-run")
     with gr.Group(visible=False) as c["g_load"]:
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=False):
             c["runs"] = gr.Dropdown(list_runs(roots), value=None, label=f"Saved runs and imports in {roots.runs}",
                                     allow_custom_value=True, scale=5, elem_id="cs-runs")
             c["refresh"] = gr.Button("↻", scale=0, min_width=60, elem_id="cs-refresh")
-            c["load"] = gr.Button("Load", variant="primary", scale=1, elem_id="cs-load")
+            c["load"] = gr.Button("Load", variant="primary", scale=1, min_width=120, elem_id="cs-load")
     with gr.Group(visible=False) as c["g_import"]:
         with gr.Row():
             c["lmms"] = gr.File(label="lmms-eval --log_samples JSONL", file_types=[".jsonl"], elem_id="cs-lmms")
@@ -627,7 +629,7 @@ def _case_study_tab(views: TraceViews, roots: Roots) -> dict[str, Any]:
         c["flag_help"] = gr.Markdown(flag_help(None), elem_id="cs-flag-help")
     c["count"] = gr.Markdown(elem_id="cs-count")
     c["table"] = gr.Dataframe(headers=list(casestudy.CASE_COLUMNS), interactive=False, wrap=True, max_height=320,
-                              elem_id="cs-table")
+                              column_widths=COLUMN_WIDTHS, elem_id="cs-table")
     with gr.Row(equal_height=True):
         c["export"] = gr.Button("Export report (Markdown + JSON)", elem_id="cs-export", scale=1)
         c["report_md"] = gr.File(label="report.md", interactive=False, elem_id="cs-report-md", scale=2)

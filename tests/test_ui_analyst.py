@@ -60,7 +60,8 @@ def write_run(data_root: Path, runs_root: Path, name: str = "demo-run") -> Path:
         frames[k, 20:40, 2 + 2 * k:22 + 2 * k] = (220, 40, 40)
     clip = write_video(data_root / "clip.mp4", frames, fps=8)
     samples = [Sample(id=f"c{i}", video=str(clip), question=f"What moves first in scene {i}?", options=OPTIONS,
-                      answer=gold, qtype=q) for i, (q, _, gold, _) in enumerate(CASES)]
+                      answer=gold, qtype=q, clues=(Clue("g1", 0.0, 1.0, f"shape {i} moves right"),),
+                      chain=(Step("g1 comes first", ("g1",)),)) for i, (q, _, gold, _) in enumerate(CASES)]
     data = data_root / "cases.jsonl"
     write_jsonl(samples, data)
     folder = runs_root / name
@@ -239,6 +240,8 @@ def test_dashboard_gives_four_figures_for_a_run_and_notes_without_one(roots, sav
     summary, *figs = ui_analyst.on_dashboard(run)
     assert "demo-run" in summary and "6 cases" in summary and len(figs) == 4
     assert sorted(figs[0].data[0].x) == ["CW", "DC", "TN"]
+    # gold clue g1 matches every case's c1 (score 0.9), never c2 (0.2): 12 scored clues judged
+    assert "12 clues" in figs[1].layout.title.text
     _, *empty = ui_analyst.on_dashboard(None)
     assert empty[0].layout.annotations[0].text == "no cases with a gold answer in this run"
 
