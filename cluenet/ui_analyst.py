@@ -44,7 +44,7 @@ import gradio as gr
 import pandas as pd
 
 from . import analysis, casestudy, dashboard, imports, report
-from .errors import ClueNetError, InputError
+from .errors import ClueNetError, ConfigError, InputError
 from .schema import LETTERS
 from .tags import CATEGORIES, TAXONOMY, BENCHMARK_NAMES, TagStore, describe, tag_case
 
@@ -79,11 +79,12 @@ class Roots:
 
     @classmethod
     def make(cls, data: Sequence[str | os.PathLike], runs: str | os.PathLike) -> "Roots":
-        """Resolved roots; a data root that is not a folder is a ConfigError-free InputError."""
+        """Resolved roots; ConfigError when a data root is not a folder (the runs root is
+        created on the first run)."""
         resolved = tuple(Path(d).resolve() for d in data)
         missing = [str(d) for d in resolved if not d.is_dir()]
-        if missing:
-            raise InputError(f"data root {missing[0]} is not a folder")
+        if missing or not resolved:
+            raise ConfigError(f"data root {missing[0] if missing else '(none given)'} is not a folder")
         return cls(resolved, Path(runs).resolve())
 
 
@@ -177,7 +178,11 @@ def run_folder(name: str | None, roots: Roots) -> Path:
 def _check_limit(limit: float | None) -> int | None:
     if limit is None or limit == "":
         return None
-    if float(limit) != int(limit) or int(limit) < 1:
+    try:
+        whole = float(limit) == int(limit) and int(limit) >= 1
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole:
         raise InputError(f"limit must be a whole number of questions ≥ 1 (or empty for all), got {limit!r}")
     return int(limit)
 
@@ -189,6 +194,8 @@ def start_run(get_model: Callable[[], Any], roots: Roots, data: str, name: str, 
     ``get_model`` is called only after the path, name and limit passed their checks."""
     path = resolve_data_path(data, roots)
     folder = roots.runs / run_name(name, fallback=path.stem)
+    if (folder / IMPORT_MANIFEST).is_file():
+        raise InputError(f"{folder.name} holds imported predictions; choose another run name")
     count = _check_limit(limit)
     model = get_model()
     seen: list[tuple[int, int]] = []
@@ -228,6 +235,8 @@ def _checked_upload(path: str | None, suffix: str, what: str) -> Path:
     if not path:
         raise InputError(f"no {what} uploaded")
     p = Path(path)
+    if not p.is_file():
+        raise InputError(f"the {what} {p.name!r} is gone from the upload folder: upload it again")
     if p.suffix.lower() != suffix:
         raise InputError(f"the {what} is {p.name!r}, expected a {suffix} file")
     size = p.stat().st_size
@@ -264,12 +273,20 @@ def _store_import(folder: Path, kind: str, files: dict[str, Path]) -> None:
     names = {}
     for role, src in files.items():
         names[role] = f"{role}{src.suffix.lower()}"  # our own names: never one taken from the upload
-        shutil.copyfile(src, folder / names[role])
+        _atomic_copy(src, folder / names[role])
     manifest = {"kind": kind, "files": names, "original_names": {r: p.name for r, p in files.items()},
                 "imported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    tmp = folder / (IMPORT_MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, folder / IMPORT_MANIFEST)  # written last: a folder without it is not an import yet
+    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as fh:
+        fh.write(json.dumps(manifest, indent=2) + "\n")
+    os.replace(fh.name, folder / IMPORT_MANIFEST)  # written last: a folder without it is not an import yet
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    """Copy through a unique temp name: two sessions importing the same file never see half of it."""
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, suffix=".tmp")
+    os.close(fd)
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def _load_import(folder: Path) -> casestudy.Run:
@@ -325,7 +342,8 @@ def _case_video(run: casestudy.Run, case_id: str, roots: Roots) -> str | None:
 
 def _servable(path: Path) -> str | None:
     """gradio serves files from the working directory and the temp folder; copy others there."""
-    if _under(path, (Path.cwd().resolve(), Path(tempfile.gettempdir()).resolve())):
+    served = (Path.cwd().resolve(), Path(tempfile.gettempdir()).resolve())
+    if _under(path, served) and not path.name.startswith("."):  # gradio refuses dot files in the cwd
         return str(path)
     size = path.stat().st_size
     if size > MAX_CASE_VIDEO_BYTES:

@@ -18,7 +18,7 @@ import pytest
 import app
 from cluenet import casestudy, ui_analyst
 from cluenet.data.jsonl import write_jsonl
-from cluenet.errors import InputError
+from cluenet.errors import ConfigError, InputError
 from cluenet.schema import ClipInfo, Clue, Flag, ModelInfo, Sample, Step, Trace
 
 LMMS = Path(__file__).resolve().parent / "fixtures" / "lmms_eval" / "samples_nextqa_mc_test.jsonl"
@@ -218,6 +218,9 @@ def test_import_is_copied_under_the_runs_root_and_exports_read_only(roots, tmp_p
     assert report["run"]["read_only"] and [e["id"] for e in report["examples"]] == ["4010069381_6"]
     assert "imported predictions, read-only" in Path(md).read_text()
     assert ui_analyst.list_runs(roots) == [run.folder.name]
+    upload.write_bytes(LMMS.read_bytes())  # the same file uploaded again: same folder, tags kept
+    again = ui_analyst.import_predictions(roots, str(upload), None, None)
+    assert again.folder == run.folder and ui_analyst.table(again)[0]["tags"][0] == "misleading_event, prior"
 
 
 @pytest.mark.parametrize("files, message", [
@@ -272,6 +275,7 @@ def test_run_then_second_click_resumes(net, roots):
     assert list(out[6]["id"]) == [t.sample_id for t in run.traces]
     out = ui_analyst.on_run(holder, roots, str(data), "cw test", 3, False)  # same run, one more question
     assert "3 of 3 cases, 2 were already done" in out[1] and len(out[0].traces) == 3
+    assert "limit must be a whole number" in ui_analyst.on_run(holder, roots, str(data), "cw test", 1.5, False)[1]
     assert out[8]["choices"] == ["cw_test"]  # the saved-runs list now offers it
 
 
@@ -294,5 +298,5 @@ def test_build_demo_takes_the_roots_and_refuses_a_missing_data_root(tmp_path):
     demo = app.build_demo(model_loader=lambda: None, examples_dir=tmp_path / "none",
                           data_roots=[tmp_path], runs_root=tmp_path / "runs")
     assert isinstance(demo, gr.Blocks) and not (tmp_path / "runs").exists()  # created on the first run only
-    with pytest.raises(InputError, match="is not a folder"):
+    with pytest.raises(ConfigError, match="is not a folder"):
         app.build_demo(model_loader=lambda: None, data_roots=[tmp_path / "nope"], runs_root=tmp_path)
