@@ -179,7 +179,7 @@ def calibration(run: Any, bins: int = DEFAULT_BINS, config: MatchConfig = MatchC
     fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "title": {"text": "clues"},
                               "rangemode": "tozero"})
     fig.update_xaxes(range=[0, 1], title_text="filter score (bin mean)")
-    fig.update_yaxes(range=[0, 1.05], title_text="fraction gold-relevant")
+    fig.update_layout(yaxis={"range": [0, 1.05], "title": {"text": "fraction gold-relevant"}})  # not yaxis2 (counts)
     return _layout(fig, f"{title} (ECE {ece:.3f}, {len(points)} clues)")
 
 
