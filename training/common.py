@@ -98,6 +98,8 @@ def weighted_lm_loss(logits: torch.Tensor, batch: dict[str, Any]) -> tuple[torch
     n = target.sum().clamp(min=1)
     loss = (ce * weights).sum() / n
     metrics = {"target_tokens": float(n)}
+    if "attention_mask" in batch:  # non-padding tokens: the throughput numerator of benchmarks.training
+        metrics["real_tokens"] = float(batch["attention_mask"].sum())
     heavy = weights > weights[target].min() if target.any() else target
     if heavy.any():  # up-weighted tokens are the answer letters (when answer_weight > 1)
         metrics["answer_acc"] = float((lg.argmax(-1)[heavy] == labels[heavy]).float().mean())

@@ -310,9 +310,22 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in batch.items() if k not in skip}
 
 
-def token_lengths(dataset: RowDataset) -> list[int] | None:
-    """Not computed up front (it would run the processor on every clip); length grouping then needs lengths."""
-    return None
+def token_lengths(dataset: RowDataset) -> list[int]:
+    """Tokens per item (all its rows) for length-grouped batches.
+
+    With a ``VisionStore`` only the text is tokenized (no pixels are read); without
+    one the processor runs on every clip once (and its outputs enter the cache).
+    """
+    from tqdm.auto import tqdm
+
+    out = []
+    for i, s in enumerate(tqdm(dataset.samples, desc="lengths", disable=None, leave=False)):
+        if dataset.store is not None and s.id in dataset.store:
+            rows = dataset.build(dataset.processor.tokenizer, lambda mode, s=s: dataset.store.prefix_ids(s, mode), s)
+        else:
+            rows = dataset[i]
+        out.append(sum(len(r) for r in rows))
+    return out
 
 
 def read_any_samples(path: str | Path) -> list[Sample]:
@@ -354,6 +367,13 @@ class VisionStore:
 
     def __contains__(self, sample_id: str) -> bool:
         return sample_id in self.row
+
+    def prefix_ids(self, sample: Sample, mode: str) -> Prefix:
+        """The prefix without its pixels (for lengths)."""
+        tok = self.processor.tokenizer
+        text = prompts.prefix_text(self.processor, sample.question, sample.options, self.times[sample.id], mode)
+        vtok = tok.convert_ids_to_tokens(self.processor.video_token_id)
+        return Prefix(prompts.encode_text(tok, text.replace(vtok, vtok * self.num_tokens)), {})
 
     def prefix(self, sample: Sample, mode: str) -> Prefix:
         tok = self.processor.tokenizer

@@ -50,8 +50,9 @@ def setup(cfg: Any, samples: Sequence[Sample] | None = None, rows=None, model_ov
     frames = common.frame_source(cfg.data, samples, cfg.data.train_path)
     dataset = tdata.RowDataset(samples, built.processor, built.family, frames, rows or make_rows(cfg.loss))
     common.attach_store(dataset, cfg.data.train_path)
+    lengths = tdata.token_lengths(dataset) if cfg.train.length_grouping else None
     trainer = Trainer(built.model, loss_fn, dataset, train=cfg.train, optim=cfg.optim,
-                      collate_fn=common.collator(built.processor), lengths=None, run_config=cfg,
+                      collate_fn=common.collator(built.processor), lengths=lengths, run_config=cfg,
                       num_workers=cfg.data.num_workers)
     trainer.built = built  # the recipe saves processor + family with the model
     return trainer
