@@ -116,3 +116,28 @@ def test_a_sample_without_clues_is_refused_with_a_clear_message(split, tiny):
     sample, prefix = _prefix(split, tiny)
     with pytest.raises(InputError, match="0 clues .* stage 1 needs both"):
         tdata.stage1_row(proc.tokenizer, prefix, replace(sample, clues=()), LossConfig())
+
+
+@pytest.mark.integration
+def test_stage1_runs_under_accelerate_launch_with_two_cpu_processes(split, tmp_path):
+    """accelerate launch (2 processes, DDP over gloo on CPU) -m training.stage1 --config ..."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from training.config import to_dict
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = stage1_config(split, tmp_path / "ddp", steps=2)
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(to_dict(cfg)))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(root / "training" / "accelerate" / "cpu_2proc.yaml"), "-m", "training.stage1", "--config", str(path)]
+    res = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    state = json.loads((tmp_path / "ddp" / "checkpoint-0000002" / "trainer_state.json").read_text())
+    assert state["num_processes"] == 2 and state["step"] == 2
+    assert json.loads((tmp_path / "ddp" / "final" / "stage.json").read_text())["steps"] == 2
