@@ -141,3 +141,20 @@ def test_stage1_runs_under_accelerate_launch_with_two_cpu_processes(split, tmp_p
     state = json.loads((tmp_path / "ddp" / "checkpoint-0000002" / "trainer_state.json").read_text())
     assert state["num_processes"] == 2 and state["step"] == 2
     assert json.loads((tmp_path / "ddp" / "final" / "stage.json").read_text())["steps"] == 2
+
+
+def test_vision_store_gives_the_processor_s_prefix(split, tiny, tmp_path):
+    """Precomputed pixels (float16) + re-tokenized text == running the processor on the clip."""
+    _, proc, fam = tiny
+    samples = read_samples(split)[:3]
+    frames = common.frame_source(stage1_config(split, tmp_path).data, samples, str(split))
+    store = tdata.VisionStore.build(tmp_path / "store", samples, lambda: proc, fam, frames, workers=1)
+    for s in samples:
+        f, t = frames(s)
+        for mode in ("cluenet", "direct"):
+            ref, got = tdata.make_prefix(proc, fam, s, f, t, mode), store.prefix(s, mode)
+            assert got.ids == ref.ids
+            assert torch.equal(got.vision["video_grid_thw"], ref.vision["video_grid_thw"])
+            diff = (got.vision["pixel_values_videos"] - ref.vision["pixel_values_videos"]).abs()
+            assert float(diff.max()) < 2e-3  # float16 rounding of values in about [-2, 2.2]
+        assert store.prefix_ids(s, "cot").ids == tdata.make_prefix(proc, fam, s, f, t, "cot").ids

@@ -89,6 +89,8 @@ def build(cfg: ModelConfig, seed: int = 0) -> Built:
         else:
             model, processor = fam.model_cls()(small_config(family, tok)), fam.tiny_processor(tok)
         _set_trainable(model, cfg, from_scratch=True)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return Built(model.train(), processor, fam, from_scratch=True)
     model, processor, fam = backbones.load_pretrained(spec)
     if cfg.finetune == "lora":
