@@ -13,6 +13,17 @@ Steps (every run is one of the recipes with its shipped config and overrides):
    first ``stage2_train`` training samples.
 3. ``training.evaluate`` of ClueNet, direct and cot on the test split; scores in
    ``<out>/eval-<mode>.json``.
+
+``--time-budget S`` first times 30 steps of the three concurrent runs and sizes the
+step counts so that everything, evaluation included, ends within S seconds.
+
+Measured (2026-11-28, one H200 + 16 CPU cores, ``--train 5000 --stage2-train 600
+--test 500 --time-budget 425``): 0.372 s per step with the three runs at once, so only
+249 stage-1 + 33 stage-2 steps (batch 32) fit; test accuracy ClueNet 21.4 %, direct
+17.4 %, cot 20.2 % (chance 20 %), clue F1 0.004 -- untrained, not a result about the
+method.  The step time is launch-bound: without flash-attn, transformers' Qwen2-VL
+vision attention runs one SDPA call per clip per temporal patch (256 calls per layer
+at batch 32).  The shipped model needs a budget of about 30 minutes of such a machine.
 """
 from __future__ import annotations
 
