@@ -19,14 +19,12 @@ from cluenet.schema import Clue, Sample, Step
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 NEXTQA_DIR = Path(os.environ.get("CLUENET_NEXTQA_DIR", ROOT / "tests" / "fixtures" / "nextqa"))
-needs_nextqa = pytest.mark.usefixtures()  # the files ship in tests/fixtures/nextqa: a missing file fails, never skips
 
 # counted once with `collections.Counter(row["type"] for row in csv.DictReader(open("val.csv")))`
 VAL_TYPE_COUNTS = {"CW": 1924, "CH": 683, "TN": 895, "TC": 663, "TP": 54, "DC": 177, "DL": 295, "DO": 305}
 
 
 # ----------------------------------------------------------------------------- NExT-QA
-@needs_nextqa
 def test_nextqa_val_loads_every_question_with_its_type():
     samples = nextqa.load_nextqa(NEXTQA_DIR / "val.csv")
     with open(NEXTQA_DIR / "val.csv", newline="") as fh:
@@ -38,7 +36,6 @@ def test_nextqa_val_loads_every_question_with_its_type():
     assert all(len(s.options) == 5 and 0 <= s.answer < 5 and s.source == "nextqa" for s in samples)
 
 
-@needs_nextqa
 def test_nextqa_sample_fields_and_video_path():
     video_map = json.loads((NEXTQA_DIR / "map_vid_vidorID.json").read_text())
     samples = nextqa.load_nextqa(NEXTQA_DIR / "val.csv", video_root="/videos", map_path=NEXTQA_DIR / "map_vid_vidorID.json")

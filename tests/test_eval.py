@@ -22,7 +22,6 @@ from cluenet.schema import LETTERS, ClipInfo, Clue, Sample, Step, Trace
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 NEXTQA_DIR = Path(os.environ.get("CLUENET_NEXTQA_DIR", ROOT / "tests" / "fixtures" / "nextqa"))
-needs_nextqa = pytest.mark.usefixtures()  # the files ship in tests/fixtures/nextqa: a missing file fails, never skips
 
 
 def run_eval(*args: str) -> subprocess.CompletedProcess:
@@ -31,7 +30,6 @@ def run_eval(*args: str) -> subprocess.CompletedProcess:
 
 
 # ----------------------------------------------------------------------------- NExT-QA
-@needs_nextqa
 def test_stvqa_published_numbers_exactly():
     proc = run_eval("nextqa", "--annotations", NEXTQA_DIR / "val.csv",
                     "--predictions", NEXTQA_DIR / "STVQA-bert-ft-h256-val.json", "--json")
@@ -39,7 +37,6 @@ def test_stvqa_published_numbers_exactly():
     assert json.loads(proc.stdout) == {"C": 45.22, "T": 48.82, "D": 54.95, "all": 47.90}
 
 
-@needs_nextqa
 def test_nextqa_text_report_and_missing_predictions(tmp_path):
     samples = nextqa.load_nextqa(NEXTQA_DIR / "val.csv")
     preds = nextqa.read_predictions(NEXTQA_DIR / "STVQA-bert-ft-h256-val.json")
@@ -56,7 +53,6 @@ def test_nextqa_text_report_and_missing_predictions(tmp_path):
         nextqa.score(samples, bad)
 
 
-@needs_nextqa
 def test_nextqa_writer_round_trip(tmp_path):
     samples = nextqa.load_nextqa(NEXTQA_DIR / "val.csv")[:10]
     answers = [s.answer for s in samples[:6]] + [(s.answer + 1) % 5 for s in samples[6:9]] + [None]
