@@ -8,6 +8,7 @@ and a temporary examples folder; screenshots go to test-artifacts/ (gitignored).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -48,8 +49,9 @@ def server(tmp_path_factory):
     demo.close()
 
 
-@pytest.fixture(scope="module")
-def page(server):
+@contextlib.contextmanager
+def browser_page(url: str):
+    """A headless Debian-chromium page opened on ``url`` (shared by the browser test files)."""
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -57,9 +59,15 @@ def page(server):
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.set_default_timeout(TIMEOUT_MS)
-        pg.goto(server)
+        pg.goto(url)
         yield pg
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with browser_page(server) as pg:
+        yield pg
 
 
 def test_page_loads_with_model_banner_and_example_plots(page):

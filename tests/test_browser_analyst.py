@@ -19,7 +19,7 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _free_port  # noqa: E402
+from test_browser import ARTIFACTS, CHROMIUM, _free_port, browser_page  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -48,16 +48,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(TIMEOUT_MS)
-        pg.goto(server[0])
+    with browser_page(server[0]) as pg:
         yield pg
-        browser.close()
 
 
 def _pick(page, elem_id: str, option: str) -> None:
