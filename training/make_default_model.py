@@ -21,9 +21,12 @@ Measured (2026-11-28, one H200 + 16 CPU cores, ``--train 5000 --stage2-train 600
 --test 500 --time-budget 425``): 0.372 s per step with the three runs at once, so only
 249 stage-1 + 33 stage-2 steps (batch 32) fit; test accuracy ClueNet 21.4 %, direct
 17.4 %, cot 20.2 % (chance 20 %), clue F1 0.004 -- untrained, not a result about the
-method.  The step time is launch-bound: without flash-attn, transformers' Qwen2-VL
-vision attention runs one SDPA call per clip per temporal patch (256 calls per layer
-at batch 32).  The shipped model needs a budget of about 30 minutes of such a machine.
+method.  Why the GPU step is that slow was not profiled (one guess: without flash-attn,
+transformers' Qwen2-VL vision attention runs one SDPA call per clip per temporal patch).
+On 2 CPU cores a stage-1 step at batch 16 takes ~4.4 s, profiled: 64 % backward, ~75 %
+of the step in the language model's matmuls and attention, the per-frame vision attention
+~3 %; a 280-step CPU pilot plateaued at a per-token loss of 0.39 with 27.5 % test accuracy
+(the template text is learned, the question -> letter step is not yet).
 """
 from __future__ import annotations
 
