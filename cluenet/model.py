@@ -26,7 +26,6 @@ Not thread-safe: one ClueNet serves one request at a time.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,7 +39,7 @@ from .cache import ClipCache, frames_digest
 from .errors import InputError, ModelError
 from .filter import FilterHead, select, similarity_scores, threshold
 from .grammar import ANSWER_CLOSE, ANSWER_OPEN, CHAIN_OPEN, CLUES_CLOSE, CLUES_OPEN, parse, parse_clues
-from .schema import LETTERS, Clue, ClipInfo, FilterSettings, ModelInfo, Step, Trace
+from .schema import LETTERS, Clue, ClipInfo, FilterSettings, ModelInfo, Trace
 
 # ----------------------------------------------------------------------------- limits
 MAX_QUESTION_CHARS = 1000

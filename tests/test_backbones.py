@@ -1,6 +1,5 @@
 """The backbone registry: every family builds a tiny model of the real class, its
 processor turns frames + times into inputs the model runs, LoRA targets the LM only."""
-import numpy as np
 import pytest
 import torch
 

@@ -38,7 +38,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from cluenet.errors import ConfigError, InputError
+from cluenet.errors import ConfigError
 from cluenet.metrics import normalize_statement
 from cluenet.schema import LETTERS, Clue, Sample, Step
 

@@ -44,6 +44,19 @@ class LoadReport:
 
 
 # ----------------------------------------------------------------------------- validation
+
+def read_json(path: str | os.PathLike, what: str, kind: type = dict, expected: str = "") -> Any:
+    """A JSON file that must hold a ``kind`` (dict or list), e.g. a benchmark's annotation
+    or prediction file; ``InputError`` naming the file and ``what`` it should be otherwise."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the {what} ({exc})") from exc
+    if not isinstance(data, kind):
+        expected = expected or ("an object" if kind is dict else "a list")
+        raise InputError(f"{path}: the {what} is a JSON {type(data).__name__}, expected {expected}")
+    return data
+
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 

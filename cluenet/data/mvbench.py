@@ -21,11 +21,11 @@ Scoring (``score`` in ``cluenet.eval``) reports per-task accuracy, ``all``
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from cluenet.data.jsonl import read_json
 from cluenet.errors import InputError
 from cluenet.schema import MAX_OPTIONS, Sample
 
@@ -113,12 +113,7 @@ def load_task(json_path: str | os.PathLike, video_root: str | os.PathLike | None
     """
     json_path = Path(json_path)
     task = task_of(json_path)
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{json_path}: cannot read the MVBench json ({exc})") from exc
-    if not isinstance(data, list):
-        raise InputError(f"{json_path.name}: is a JSON {type(data).__name__}, expected a list of questions")
+    data = read_json(json_path, "MVBench json", list, "a list of questions")
     root = Path(video_root) if video_root is not None else json_path.parent.parent / "video"
     video_dir = root / TASKS[task][1]
     return [_to_sample(item, i, task, json_path, video_dir) for i, item in enumerate(data)]
@@ -144,10 +139,5 @@ def read_predictions(path: str | os.PathLike) -> dict[str, Any]:
     The value is an option index, a letter, free text, or an object with a
     ``"prediction"`` (or ``"pred"``) field holding one of those.
     """
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the prediction file ({exc})") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: predictions are a JSON {type(data).__name__}, expected an object keyed by sample id")
+    data = read_json(path, "prediction file", dict, "an object keyed by sample id")
     return {str(k): (v.get("prediction", v.get("pred")) if isinstance(v, dict) else v) for k, v in data.items()}

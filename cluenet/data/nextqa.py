@@ -25,6 +25,7 @@ from typing import Iterable, Mapping
 
 from tqdm import tqdm
 
+from cluenet.data.jsonl import read_json
 from cluenet.errors import InputError
 from cluenet.schema import Sample, Trace
 
@@ -54,12 +55,7 @@ def group_of(qtype: str) -> str:
 
 def load_video_map(path: str | os.PathLike) -> dict[str, str]:
     """``map_vid_vidorID.json``: NExT-QA video id -> ``"<folder>/<vidor id>"``."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the NExT-QA video map ({exc})") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: video map is a JSON {type(data).__name__}, expected an object")
+    data = read_json(path, "NExT-QA video map")
     return {str(k): str(v) for k, v in data.items()}
 
 
@@ -129,12 +125,7 @@ def load_nextqa(
 # ----------------------------------------------------------------------------- predictions
 def read_predictions(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     """NExT-QA's prediction file ``{"<video>_<qid>": {"prediction": i, "answer": j}}``."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the prediction file ({exc})") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: predictions are a JSON {type(data).__name__}, expected an object")
+    data = read_json(path, "prediction file")
     out: dict[str, dict[str, int]] = {}
     for key, value in data.items():
         if not isinstance(value, Mapping) or not isinstance(value.get("prediction"), int):

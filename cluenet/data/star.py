@@ -32,13 +32,13 @@ time of its last keyframe, so a relation seen on one keyframe is a point event
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from tqdm import tqdm
 
+from cluenet.data.jsonl import read_json
 from cluenet.errors import InputError
 from cluenet.schema import Clue, Sample
 
@@ -212,12 +212,7 @@ def load_star(
     that is not exactly one choice, or an unknown class id.
     """
     json_path = Path(json_path)
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{json_path}: cannot read the STAR json ({exc})") from exc
-    if not isinstance(data, list):
-        raise InputError(f"{json_path.name}: STAR json is a {type(data).__name__}, expected a list of questions")
+    data = read_json(json_path, "STAR json", list, "a list of questions")
     samples = []
     for i, item in enumerate(tqdm(data, desc=f"STAR {json_path.name}", disable=None, leave=False)):
         where = f"{json_path.name} question {i} ({item.get('question_id', '?') if isinstance(item, dict) else '?'})"
@@ -236,12 +231,7 @@ def read_predictions(path: str | os.PathLike) -> dict[str, Any]:
     ``{question_id: prediction}``; a prediction is an option index, a letter or
     free text (resolved later with ``cluenet.answers.extract_answer``).
     """
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the prediction file ({exc})") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: predictions are a JSON {type(data).__name__}, expected an object")
+    data = read_json(path, "prediction file")
     if data and all(k in QTYPES and isinstance(v, list) for k, v in data.items()):
         return _flatten_challenge(data, path)
     return {str(k): (v.get("prediction", v.get("answer")) if isinstance(v, dict) else v) for k, v in data.items()}
