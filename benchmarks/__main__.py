@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import platform
 import sys
 import time
 import traceback
+
+from benchmarks import emit
 
 # order: cheap first, so a --quick run shows something early
 SUITE = ("decode", "clueworld", "inference", "training", "app")
@@ -34,35 +35,6 @@ def machine() -> str:
     except Exception:  # torch missing or broken: still describe the machine
         gpu = "torch unavailable"
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, Python {platform.python_version()}"
-
-
-def _format_value(row: dict) -> str:
-    value = row.get("value")
-    if isinstance(value, float):
-        text = f"{value:.3g}"
-    else:
-        text = str(value)
-    return text + (f" {row['unit']}" if row.get("unit") else "")
-
-
-def _verdict(row: dict) -> str:
-    target, value = row.get("target"), row.get("value")
-    if target is None or not isinstance(value, (int, float)):
-        return ""
-    return "ok" if value <= target else f"MISSED (target <= {target:g})"
-
-
-def print_table(rows: list[dict]) -> None:
-    header = ("benchmark", "metric", "value", "check", "note")
-    table = [header] + [
-        (r.get("benchmark", ""), r.get("metric", ""), _format_value(r), _verdict(r), r.get("note", ""))
-        for r in rows
-    ]
-    widths = [max(len(str(line[i])) for line in table) for i in range(len(header))]
-    for i, line in enumerate(table):
-        print(" | ".join(str(cell).ljust(w) for cell, w in zip(line, widths)).rstrip())
-        if i == 0:
-            print("-+-".join("-" * w for w in widths))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,10 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             failed.append(name)
         print(f"    {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
-    print_table(rows)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine(), "quick": args.quick, "rows": rows}, f, indent=2)
+    emit(rows, args.json, machine=machine(), quick=args.quick)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

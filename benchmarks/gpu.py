@@ -22,10 +22,11 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks import emit
 
 # Qwen2.5-VL-3B-Instruct's published config.json (text and vision shapes).
 QWEN25_3B_TEXT = dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
@@ -206,10 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks.gpu: no CUDA device on this machine; nothing to measure.")
         return 0
     rows = run(args.quick)
-    for r in rows:
-        print(f"{r['metric']:<44} {r['value']:>12.4f}  {r['note']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+    emit(rows, args.json)
     return 0
 
 

@@ -15,12 +15,13 @@ generated ClueWorld clip, measures in the same run:
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from benchmarks import emit
 
 QUICK_CAP = 24  # generated-token caps in --quick mode (an untrained model never closes a block)
 QUESTIONS = ("What happens first?", "What happens last?")
@@ -132,10 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     rows = run(args.quick)
-    for r in rows:
-        print(f"{r['metric']:<36} {r['value']:>10.4f}  {r['note']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+    emit(rows, args.json)
     return 0
 
 

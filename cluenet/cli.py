@@ -60,12 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and call the chosen subcommand's ``func``; a ClueNetError (bad input
+    the user can fix) becomes one stderr line and exit status 2.  Shared by every CLI."""
     from .errors import ClueNetError
 
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except ClueNetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), argv)

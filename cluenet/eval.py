@@ -29,12 +29,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from tqdm import tqdm
 
 from cluenet.answers import extract_answer
+from cluenet.cli import run as run_cli
 from cluenet.data.star import DEFAULT_FPS as STAR_FPS
-from cluenet.errors import ClueNetError, ConfigError, InputError
+from cluenet.errors import ConfigError, InputError
 from cluenet.metrics import PRF, Counts, MatchConfig, citation_errors, clue_prf, filter_prf, hallucinated_clues
 from cluenet.schema import Sample, Trace
 
-EXIT_BAD_INPUT = 2
 MAX_TRACE_LINE_CHARS = 10_000_000  # a trace with raw text of both passes stays far below
 
 
@@ -339,12 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m cluenet.eval``; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ClueNetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    return run_cli(build_parser(), argv)
 
 
 if __name__ == "__main__":
