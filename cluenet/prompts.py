@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .grammar import ANSWER_OPEN, CHAIN_OPEN, CLUES_OPEN, render_answer, render_chain, render_clues
+from .grammar import ANSWER_OPEN, CHAIN_CLOSE, CHAIN_OPEN, CLUES_OPEN, render_answer, render_chain, render_clues
 from .schema import LETTERS, Clue, Step
 
 IGNORE_INDEX = -100  # label value that cross-entropy skips (PyTorch / transformers convention)
@@ -148,9 +148,36 @@ def encode_pair(tokenizer: Any, prefix_ids: Sequence[int], target: str, context:
 
 
 def answer_letter_positions(tokenizer: Any, ids: Sequence[int]) -> list[int]:
-    """Positions of the tokens right after each ``<answer>`` token in ``ids``."""
+    """Positions of the decisive letters in ``ids``: the token right after each ``<answer>``
+    and the letter that ends the chain ("..., so the answer is B" before ``</chain>``).
+
+    Training up-weights both: the chain's letter is the step where the reasoning picks
+    an option (one token of ~40 in a chain), and the answer letter copies it.
+    """
     open_id = tokenizer.convert_tokens_to_ids(ANSWER_OPEN)
-    return [i + 1 for i, t in enumerate(ids[:-1]) if t == open_id]
+    close_id = tokenizer.convert_tokens_to_ids(CHAIN_CLOSE)
+    found = [i + 1 for i, t in enumerate(ids[:-1]) if t == open_id]
+    letters = set(_letter_ids(tokenizer))
+    for i, t in enumerate(ids):
+        if t != close_id:
+            continue
+        j = i - 1
+        while j >= 0 and not tokenizer.decode([ids[j]]).strip():  # skip the newline before </chain>
+            j -= 1
+        if j >= 0 and ids[j] in letters:
+            found.append(j)
+    return sorted(found)
+
+
+def _letter_ids(tokenizer: Any) -> list[int]:
+    """Ids of the single tokens that decode to an option letter (with or without a leading space)."""
+    out = []
+    for letter in LETTERS:
+        for text in (letter, " " + letter):
+            ids = encode_text(tokenizer, text)
+            if len(ids) == 1:
+                out.append(ids[0])
+    return out
 
 
 def template_texts() -> list[str]:

@@ -36,7 +36,7 @@ def _prefix(split: Path, tiny, index: int = 0):
     return sample, tdata.make_prefix(proc, fam, sample, frames, times, "cluenet")
 
 
-def test_stage1_row_labels_only_targets_and_weights_the_answer(split, tiny):
+def test_stage1_row_labels_only_targets_and_weights_the_decisive_letters(split, tiny):
     _, proc, _ = tiny
     sample, prefix = _prefix(split, tiny)
     row = tdata.stage1_row(proc.tokenizer, prefix, sample, LossConfig(answer_weight=3.0, extraction_weight=0.5))
@@ -47,8 +47,11 @@ def test_stage1_row_labels_only_targets_and_weights_the_answer(split, tiny):
     assert "\n<chain>" not in text  # the "\n" between the blocks is context, not a target
     clue_len = len(prompts.encode_text(proc.tokenizer, prompts.clues_target(sample.clues)))
     assert set(row.weights[n:n + clue_len]) == {0.5}
-    letter_pos = [i for i, w in enumerate(row.weights) if w == 3.0]
-    assert len(letter_pos) == 1 and proc.tokenizer.decode([row.input_ids[letter_pos[0]]]) == "ABCDE"[sample.answer]
+    letter_pos = [i for i, w in enumerate(row.weights) if w == 3.0]  # the chain's closing letter, the answer
+    letters = [proc.tokenizer.decode([row.input_ids[p]]).strip() for p in letter_pos]
+    assert letters == ["ABCDE"[sample.answer]] * 2
+    closing = proc.tokenizer.decode(row.input_ids[letter_pos[0] - 3:letter_pos[0] + 1])
+    assert closing.endswith(f"answer is {'ABCDE'[sample.answer]}"), closing
 
 
 def _token_ce(model, row: tdata.Row, collate) -> torch.Tensor:
