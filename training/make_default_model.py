@@ -43,10 +43,18 @@ TRAIN_SEED, TEST_SEED = 1, 3
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
-def _run(cmd: list[str], log: Path, wait: bool = True) -> subprocess.Popen:
+def _threads(concurrent: int) -> str:
+    """Torch threads per process when ``concurrent`` training processes share the machine's cores."""
+    return str(max(1, (os.cpu_count() or 2) // concurrent))
+
+
+def _run(cmd: list[str], log: Path, wait: bool = True, threads: str | None = None) -> subprocess.Popen:
     print("+", " ".join(cmd), flush=True)
     f = open(log, "w")
-    p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if threads and "OMP_NUM_THREADS" not in os.environ:  # oversubscribed cores slow every run down
+        env["OMP_NUM_THREADS"] = threads
+    p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
     if wait and p.wait():
         raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}; see {log}")
     return p
@@ -95,30 +103,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--time-budget", type=float, default=0.0,
                    help="seconds for the whole command: measure the step time first and size the runs to fit (0: off)")
+    p.add_argument("--eval-reserve", type=float, default=EVAL_RESERVE_S,
+                   help="with --time-budget: seconds kept for the three evaluations")
+    p.add_argument("--stage2-overhead", type=float, default=STAGE2_OVERHEAD_S,
+                   help="with --time-budget: seconds of stage 2 that are not training steps (self clues, leave-one-out)")
     p.add_argument("overrides", nargs="*", help="dotted overrides passed to every training run, e.g. train.batch_size=16")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "command.txt").write_text("python -m training.make_default_model " + " ".join(argv if argv is not None else sys.argv[1:]) + "\n")
     t0 = time.time()
     train = make_data(out, args.train, args.stage2_train, args.test, args.workers)
     print(f"data ready in {time.time() - t0:.0f} s", flush=True)
     py = [sys.executable, "-m"]
     common = [f"data.num_workers={args.loader_workers}", *args.overrides]
     if args.time_budget:
-        args.s1_steps, args.s2_steps = size_runs(out, train, common, args.time_budget - (time.time() - t0))
+        args.s1_steps, args.s2_steps = size_runs(out, train, common, args.time_budget - (time.time() - t0),
+                                                args.eval_reserve, args.stage2_overhead)
     budget = args.s1_steps + args.s2_steps
     base = [f"data.train_path={train / 'clueworld.jsonl'}", *common]
     s1 = _run([*py, "training.stage1", "--config", str(CONFIGS / "stage1_clueworld.yaml"), *base,
-               f"train.output_dir={out / 'stage1'}", f"train.max_steps={args.s1_steps}"], out / "stage1.log", wait=False)
+               f"train.output_dir={out / 'stage1'}", f"train.max_steps={args.s1_steps}"], out / "stage1.log", wait=False,
+              threads=_threads(3))
     baselines = [_run([*py, "training.baselines", "--config", str(CONFIGS / f"{k}_clueworld.yaml"), *base,
-                       f"train.output_dir={out / k}", f"train.max_steps={budget}"], out / f"{k}.log", wait=False)
+                       f"train.output_dir={out / k}", f"train.max_steps={budget}"], out / f"{k}.log", wait=False,
+                       threads=_threads(3))
                  for k in ("direct", "cot")]
     if s1.wait():
         raise SystemExit(f"stage 1 failed; see {out / 'stage1.log'}")
     print(f"stage 1 done at {time.time() - t0:.0f} s", flush=True)
     _run([*py, "training.stage2", "--config", str(CONFIGS / "stage2_clueworld.yaml"),
           f"data.train_path={train / 'clueworld_stage2.jsonl'}", *common, f"model.init_adapter={out / 'stage1' / 'final'}",
-          f"train.output_dir={out / 'stage2'}", f"train.max_steps={args.s2_steps}"], out / "stage2.log")
+          f"train.output_dir={out / 'stage2'}", f"train.max_steps={args.s2_steps}"], out / "stage2.log", threads=_threads(3))
     print(f"stage 2 done at {time.time() - t0:.0f} s", flush=True)
     if any(b.wait() for b in baselines):
         raise SystemExit(f"a baseline failed; see {out}/direct.log and cot.log")
@@ -134,12 +150,14 @@ STAGE2_OVERHEAD_S = 70.0  # self clues + leave-one-out + start-up
 STAGE2_SHARE = 0.12  # of the step budget; a stage-2 step has three rows per sample
 
 
-def size_runs(out: Path, train: Path, common: list[str], seconds_left: float) -> tuple[int, int]:
+def size_runs(out: Path, train: Path, common: list[str], seconds_left: float, eval_reserve: float = EVAL_RESERVE_S,
+              stage2_overhead: float = STAGE2_OVERHEAD_S) -> tuple[int, int]:
     """Time PROBE_STEPS steps of the three concurrent runs; return (s1_steps, s2_steps) that fit."""
     t0 = time.time()
     probes = [_run([sys.executable, "-m", mod, "--config", str(CONFIGS / cfg), f"data.train_path={train / 'clueworld.jsonl'}",
                     *common, f"train.output_dir={out / 'probe' / name}", f"train.max_steps={PROBE_STEPS}",
-                    "train.resume=false", "train.log_every=1", f"train.save_every={10 * PROBE_STEPS}"], out / f"probe-{name}.log", wait=False)
+                    "train.resume=false", "train.log_every=1", f"train.save_every={10 * PROBE_STEPS}"], out / f"probe-{name}.log", wait=False,
+                    threads=_threads(3))
               for mod, cfg, name in (("training.stage1", "stage1_clueworld.yaml", "stage1"),
                                      ("training.baselines", "direct_clueworld.yaml", "direct"),
                                      ("training.baselines", "cot_clueworld.yaml", "cot"))]
@@ -147,7 +165,7 @@ def size_runs(out: Path, train: Path, common: list[str], seconds_left: float) ->
         p.wait()
     rows = [json.loads(x) for x in (out / "probe" / "stage1" / "metrics.jsonl").read_text().splitlines()]
     per_step = sorted(r["seconds"] for r in rows[PROBE_STEPS // 3:])[len(rows[PROBE_STEPS // 3:]) // 2]
-    avail = seconds_left - (time.time() - t0) - EVAL_RESERVE_S - STAGE2_OVERHEAD_S
+    avail = seconds_left - (time.time() - t0) - eval_reserve - stage2_overhead
     total = max(50, int(avail / (per_step * (1 - STAGE2_SHARE + 3 * STAGE2_SHARE)) * 0.9))
     s2 = max(10, int(total * STAGE2_SHARE))
     print(f"probe: {per_step:.3f} s/step with three runs at once; {avail:.0f} s left for training -> "
