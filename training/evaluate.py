@@ -153,10 +153,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_traces(load_model(args.model, args.device), samples, args.mode, out, world)
     if args.no_score:
         return 0
+    traces = read_traces(out)
     result = {"model": args.model, "mode": args.mode, "data": args.data, "traces": str(out),
-              **evaluate_traces(samples, read_traces(out))}
+              **evaluate_traces(samples, traces), "flag_rates": flag_rates(samples, traces)}
     print(json.dumps(result, indent=2) if args.json else _table(result))
     return 0
+
+
+def flag_rates(samples: Sequence[Sample], traces: Sequence[Trace]) -> dict[str, float | None]:
+    """Share of questions with at least one flag of each kind that needs no extra model run.
+
+    (``unsupported_citation``, ``chain_answer_inconsistency``, ``ungrounded_clue`` against
+    the samples' gold events; the probe flags -- clue necessity, video independence --
+    cost extra passes per question and are left to the app's case study.)
+    """
+    from cluenet.analysis import static_flags
+
+    kinds = ("unsupported_citation", "chain_answer_inconsistency", "ungrounded_clue")
+    by_id = {s.id: s for s in samples}
+    hits = {k: 0 for k in kinds}
+    n = 0
+    for t in traces:
+        sample = by_id.get(t.sample_id or "")
+        if sample is None:
+            continue
+        n += 1
+        for k in {f.kind for f in static_flags(t, sample.events)} & set(kinds):
+            hits[k] += 1
+    return {k: (hits[k] / n if n else None) for k in kinds}
 
 
 def _table(r: dict) -> str:

@@ -1,0 +1,54 @@
+"""training.ship: copies only model files, refuses oversize or unevaluated runs, writes the card."""
+import json
+
+import pytest
+
+from cluenet.errors import ConfigError
+from training.ship import results_table, ship
+
+
+def _eval(acc, f1=None):
+    return {"n_samples": 10, "accuracy": acc, "by_qtype": {"CW": {"n": 6, "correct": 3, "accuracy": 0.5},
+                                                            "DO": {"n": 4, "correct": 4, "accuracy": 1.0}},
+            "clues": {"precision": 0.5, "recall": 0.25, "f1": f1}, "filter": {"precision": 0.75, "recall": 1.0},
+            "flag_rates": {"unsupported_citation": 0.1, "chain_answer_inconsistency": 0.0, "ungrounded_clue": 0.3},
+            "tokens_per_answer": 42.0}
+
+
+@pytest.fixture
+def run(tmp_path):
+    final = tmp_path / "run" / "stage2" / "final"
+    final.mkdir(parents=True)
+    (final / "config.json").write_text("{}")
+    (final / "model.safetensors").write_bytes(b"\0" * 1000)
+    (final / "optimizer.pt").write_bytes(b"\0" * 10)  # not a shipped kind of file
+    (final / "stage.json").write_text(json.dumps({"steps": 7, "seed": 0}))
+    (tmp_path / "run" / "command.txt").write_text("python -m training.make_default_model --out X\n")
+    return tmp_path / "run"
+
+
+def test_results_table_has_a_column_per_mode_and_a_row_per_type():
+    table = results_table({"cluenet": _eval(0.8, 0.7), "direct": _eval(0.3)})
+    lines = table.splitlines()
+    assert lines[0] == "| | ClueNet | direct |"
+    assert "| accuracy, % (10 questions, chance 20) | 80.0 | 30.0 |" in lines
+    assert "| accuracy CW, % (n) | 50.0 (6) | 50.0 (6) |" in lines
+    assert any(line.startswith("| clue precision / recall / F1 | 0.50 / 0.25 / 0.70 | - |") for line in lines)
+
+
+def test_ship_copies_model_files_and_writes_the_card(run, tmp_path):
+    (run / "eval-cluenet.json").write_text(json.dumps(_eval(0.9, 0.8)))
+    dest = tmp_path / "assets" / "model"
+    table = ship(run, dest, max_mb=1.0)
+    assert sorted(p.name for p in dest.iterdir()) == ["MODEL_CARD.md", "config.json", "model.safetensors", "stage.json"]
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert "python -m training.make_default_model --out X" in card and table in card and "stage 1" in card
+
+
+def test_ship_refuses_unevaluated_or_oversized_runs(run, tmp_path):
+    with pytest.raises(ConfigError, match="eval-cluenet.json"):
+        ship(run, tmp_path / "d", max_mb=1.0)
+    (run / "eval-cluenet.json").write_text(json.dumps(_eval(0.9)))
+    with pytest.raises(ConfigError, match="MB"):
+        ship(run, tmp_path / "d", max_mb=0.0001)
+    assert not (tmp_path / "d").exists()

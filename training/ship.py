@@ -1,0 +1,158 @@
+"""Ship a finished default-model run into ``assets/model`` with its model card.
+
+    python -m training.ship --run runs/default [--dest assets/model] [--max-mb 30]
+
+Copies the ClueNet output of ``<run>/stage2/final`` (weights as safetensors, configs,
+tokenizer, filter head; nothing else) to ``--dest``, refuses a folder above ``--max-mb``,
+and writes ``MODEL_CARD.md`` there: the exact command that made the run (from
+``<run>/command.txt``), seeds, sizes, steps, and the results of ClueNet, ``direct`` and
+``cot`` on the run's test split (``<run>/eval-<mode>.json`` from ``training.evaluate``).
+The same results table is printed as Markdown for the README.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+from cluenet.errors import ConfigError
+
+SHIPPED_SUFFIXES = (".safetensors", ".json", ".jinja")
+MODES = ("cluenet", "direct", "cot")
+QTYPE_ORDER = ("CW", "CH", "TN", "TC", "TP", "DC", "DL", "DO")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def results_table(evals: dict[str, dict]) -> str:
+    """Markdown: one column per mode; accuracy overall and per question type, clue and filter
+    scores, flag rates and generated tokens per answer."""
+    modes = [m for m in MODES if m in evals]
+    qtypes = [q for q in QTYPE_ORDER if any(q in evals[m].get("by_qtype", {}) for m in modes)]
+    head = "| | " + " | ".join(("ClueNet" if m == "cluenet" else m) for m in modes) + " |"
+    lines = [head, "|---" * (len(modes) + 1) + "|"]
+
+    def row(label: str, cells: list[str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    first = evals[modes[0]]
+    row(f"accuracy, % ({first.get('n_samples', '?')} questions, chance 20)", [_pct(evals[m]["accuracy"]) for m in modes])
+    for q in qtypes:
+        cells = []
+        for m in modes:
+            v = evals[m].get("by_qtype", {}).get(q)
+            cells.append(f"{_pct(v['accuracy'])} ({v['n']})" if v else "n/a")
+        row(f"accuracy {q}, % (n)", cells)
+    row("clue precision / recall / F1", [" / ".join(_num(evals[m]["clues"].get(k)) for k in ("precision", "recall", "f1"))
+                                         if m == "cluenet" else "-" for m in modes])
+    row("filter precision / recall", [" / ".join(_num(evals[m]["filter"].get(k)) for k in ("precision", "recall"))
+                                      if m == "cluenet" else "-" for m in modes])
+    for kind in ("unsupported_citation", "chain_answer_inconsistency", "ungrounded_clue"):
+        cells = []
+        for m in modes:
+            rate = evals[m].get("flag_rates", {}).get(kind)
+            cells.append("-" if m == "direct" or (kind == "ungrounded_clue" and m != "cluenet") else _pct(rate))
+        row(f"questions flagged {kind.replace('_', ' ')}, %", cells)
+    row("generated tokens per answer", [_num(evals[m].get("tokens_per_answer"), 1) for m in modes])
+    return "\n".join(lines)
+
+
+def _stage(folder: Path) -> dict:
+    path = folder / "stage.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def model_card(run: Path, evals: dict[str, dict], command: str, size_mb: float) -> str:
+    from training.make_default_model import TEST_SEED, TRAIN_SEED
+    from training.model_build import SMALL_SIZES
+
+    s1, s2 = _stage(run / "stage1" / "final"), _stage(run / "stage2" / "final")
+    base = {m: _stage(run / m / "final") for m in ("direct", "cot")}
+    sizes = ", ".join(f"{k} {v}" for k, v in SMALL_SIZES.items())
+    return f"""# ClueNet small (ClueWorld) -- the app's embedded default model
+
+A ClueNet model built from the real transformers Qwen2-VL classes at a small size
+({sizes}), trained from random initialisation on ClueWorld only: the procedurally
+generated 4x4-grid videos of `cluenet/data/clueworld.py`. It knows nothing about
+real-world video; in the app an uploaded real clip gets a notice saying so.
+
+* weights: `model.safetensors`, filter head `filter_head.safetensors` ({size_mb:.1f} MB in all)
+* tokenizer: this project's 614-token BPE (`assets/tokenizer`), trained on ClueWorld text
+* frames: 16 at 112x112 (4 fps, 4 s clips)
+
+## How it was made
+
+```bash
+{command}
+python -m training.ship --run {run}
+```
+
+* data: ClueWorld train split seed {TRAIN_SEED} ({s1.get('train_path', '?')}); stage 2 on its first samples
+  ({s2.get('train_path', '?')}); test split seed {TEST_SEED}, never used in training
+* stage 1 (E + R): {s1.get('steps', '?')} steps; stage 2 (self clues, filter head, R on filtered clues, E replay):
+  {s2.get('steps', '?')} steps; baselines `direct` {base['direct'].get('steps', '?')} and `cot`
+  {base['cot'].get('steps', '?')} steps (equal step budget, same batch size, data and frames)
+* training seed {s1.get('seed', '?')}; configs `training/configs/*_clueworld.yaml`
+
+## Results on the test split
+
+{results_table(evals)}
+
+Measured by `python -m training.evaluate` through the same pipeline the app runs (greedy
+decoding). Clue scores match predicted clues to gold events one-to-one (statement token
+F1 >= 0.85 and temporal IoU >= 0.3 with 0.25 s tolerance, `cluenet/metrics.py`).
+
+## Limits
+
+Trained for about an hour on 2 CPU cores: read the numbers above before trusting any
+clue it writes. It is a teaching and testing model for the explorer, not a video QA model.
+"""
+
+
+def ship(run: Path, dest: Path, max_mb: float, command: str | None = None) -> str:
+    src = run / "stage2" / "final"
+    if not (src / "config.json").is_file():
+        raise ConfigError(f"{src} has no config.json: run python -m training.make_default_model first")
+    evals = {m: json.loads((run / f"eval-{m}.json").read_text()) for m in MODES if (run / f"eval-{m}.json").is_file()}
+    if "cluenet" not in evals:
+        raise ConfigError(f"{run}/eval-cluenet.json is missing: the run was not evaluated")
+    files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix in SHIPPED_SUFFIXES)
+    size_mb = sum(p.stat().st_size for p in files) / 2**20
+    if size_mb > max_mb:
+        raise ConfigError(f"{src} holds {size_mb:.1f} MB of model files, above the {max_mb} MB limit")
+    if command is None:
+        cmd_file = run / "command.txt"
+        command = cmd_file.read_text().strip() if cmd_file.is_file() else "python -m training.make_default_model --out " + str(run)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for p in files:
+        shutil.copy2(p, tmp / p.name)
+    (tmp / "MODEL_CARD.md").write_text(model_card(run, evals, command, size_mb))
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return results_table(evals)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from cluenet.cli import run as run_cli
+
+    p = argparse.ArgumentParser(prog="python -m training.ship", description=__doc__.splitlines()[0])
+    p.add_argument("--run", default="runs/default", help="the output folder of training.make_default_model")
+    p.add_argument("--dest", default="assets/model")
+    p.add_argument("--max-mb", type=float, default=30.0)
+    p.add_argument("--command", default=None, help="the command that made the run (default: <run>/command.txt)")
+    p.set_defaults(func=lambda a: print(ship(Path(a.run), Path(a.dest), a.max_mb, a.command)) or 0)
+    return run_cli(p, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
