@@ -37,6 +37,16 @@ def print_table(rows: list[dict]) -> None:
             print("-+-".join("-" * w for w in widths))
 
 
+def markdown(rows: list[dict], machine: str = "") -> str:
+    """Rows as a Markdown table (what the README's performance section shows)."""
+    lines = [f"Machine: {machine}.", ""] if machine else []
+    lines += ["| benchmark | metric | value | check | note |", "|---|---|---|---|---|"]
+    for r in rows:
+        cells = (r.get("benchmark", ""), r.get("metric", ""), _format_value(r), _verdict(r), r.get("note", ""))
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def emit(rows: list[dict], json_path: str | None = None, **extra) -> None:
     """Print ``rows`` as a table; with ``json_path`` also write ``{**extra, "rows": rows}``."""
     print_table(rows)

@@ -2,7 +2,7 @@
 
     python -m benchmarks            # full run
     python -m benchmarks --quick    # smaller inputs, fewer repeats (under 5 minutes on 2 CPU cores)
-    python -m benchmarks --only decode inference --json out.json
+    python -m benchmarks --only decode inference --json out.json --markdown out.md
 
 Each benchmark module exposes ``run(quick: bool) -> list[dict]``; a row has at least
 ``benchmark``, ``metric`` and ``value`` (a ratio or a measured quantity) and may carry
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small inputs, few repeats")
     parser.add_argument("--only", nargs="+", choices=SUITE, help="run only these benchmarks")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown (the README's table)")
     args = parser.parse_args(argv)
 
     rows: list[dict] = []
@@ -58,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
         print(f"    {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     emit(rows, args.json, machine=machine(), quick=args.quick)
+    if args.markdown:
+        from pathlib import Path
+
+        from benchmarks import markdown
+
+        Path(args.markdown).write_text(markdown(rows, machine() + (", --quick" if args.quick else "")))
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
