@@ -23,6 +23,7 @@ def run(tmp_path):
     (final / "model.safetensors").write_bytes(b"\0" * 1000)
     (final / "optimizer.pt").write_bytes(b"\0" * 10)  # not a shipped kind of file
     (final / "stage.json").write_text(json.dumps({"steps": 7, "seed": 0}))
+    (final / "cluenet.json").write_text(json.dumps({"backbone": "qwen2_vl", "trained_on": "stage2 on x (7 steps)"}))
     (tmp_path / "run" / "command.txt").write_text("python -m training.make_default_model --out X\n")
     return tmp_path / "run"
 
@@ -40,7 +41,10 @@ def test_ship_copies_model_files_and_writes_the_card(run, tmp_path):
     (run / "eval-cluenet.json").write_text(json.dumps(_eval(0.9, 0.8)))
     dest = tmp_path / "assets" / "model"
     table = ship(run, dest, max_mb=1.0)
-    assert sorted(p.name for p in dest.iterdir()) == ["MODEL_CARD.md", "config.json", "model.safetensors", "stage.json"]
+    assert sorted(p.name for p in dest.iterdir()) == ["MODEL_CARD.md", "cluenet.json", "config.json",
+                                                      "model.safetensors", "stage.json"]
+    trained_on = json.loads((dest / "cluenet.json").read_text())["trained_on"]
+    assert trained_on.startswith("ClueWorld") and "test accuracy 90.0 % (chance 20 %)" in trained_on
     card = (dest / "MODEL_CARD.md").read_text()
     assert "python -m training.make_default_model --out X" in card and table in card and "stage 1" in card
 

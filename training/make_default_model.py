@@ -134,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"stage 1 done at {time.time() - t0:.0f} s", flush=True)
     _run([*py, "training.stage2", "--config", str(CONFIGS / "stage2_clueworld.yaml"),
           f"data.train_path={train / 'clueworld_stage2.jsonl'}", *common, f"model.init_adapter={out / 'stage1' / 'final'}",
-          f"train.output_dir={out / 'stage2'}", f"train.max_steps={args.s2_steps}"], out / "stage2.log", threads=_threads(3))
+          f"train.output_dir={out / 'stage2'}", f"train.max_steps={args.s2_steps}"], out / "stage2.log",
+         threads=_threads(1 + sum(b.poll() is None for b in baselines)))
     print(f"stage 2 done at {time.time() - t0:.0f} s", flush=True)
     if any(b.wait() for b in baselines):
         raise SystemExit(f"a baseline failed; see {out}/direct.log and cot.log")

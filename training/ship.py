@@ -117,6 +117,15 @@ clue it writes. It is a teaching and testing model for the explorer, not a video
 """
 
 
+def trained_on_line(run: Path, ev: dict, dest: Path) -> str:
+    """One honest line for the app: data, budget, test accuracy and clue F1."""
+    s1, s2 = _stage(run / "stage1" / "final"), _stage(run / "stage2" / "final")
+    f1 = ev.get("clues", {}).get("f1")
+    return (f"ClueWorld synthetic clips only (stage 1 {s1.get('steps', '?')} + stage 2 {s2.get('steps', '?')} steps "
+            f"on CPU); test accuracy {_pct(ev.get('accuracy'))} % (chance 20 %), clue F1 {_num(f1)} -- "
+            f"see {dest.as_posix()}/MODEL_CARD.md")
+
+
 def ship(run: Path, dest: Path, max_mb: float, command: str | None = None) -> str:
     src = run / "stage2" / "final"
     if not (src / "config.json").is_file():
@@ -137,6 +146,11 @@ def ship(run: Path, dest: Path, max_mb: float, command: str | None = None) -> st
     for p in files:
         shutil.copy2(p, tmp / p.name)
     (tmp / "MODEL_CARD.md").write_text(model_card(run, evals, command, size_mb))
+    meta_file = tmp / "cluenet.json"
+    if meta_file.is_file():  # what the app's banner says the model was trained on
+        meta = json.loads(meta_file.read_text())
+        meta["trained_on"] = trained_on_line(run, evals["cluenet"], dest)
+        meta_file.write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return results_table(evals)
