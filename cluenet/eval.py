@@ -39,6 +39,9 @@ MAX_TRACE_LINE_CHARS = 10_000_000  # a trace with raw text of both passes stays 
 
 
 # ----------------------------------------------------------------------------- multiple choice
+INPUT_TOKEN_STAGES = ("prefix", "context")  # counted in Trace.tokens but fed, not generated
+
+
 def resolve_prediction(value: Any, options: Sequence[str]) -> int | None:
     """Option index of one prediction: an int in range, or a letter / free text
     read by ``extract_answer``; anything else is ``None`` (counted wrong)."""
@@ -144,7 +147,7 @@ class _Totals:
         self._add_clue_metrics(sample, trace, config)
         self.citations += citation_errors(trace.chain, trace.clues)
         if trace.tokens:
-            self.tokens.append(sum(trace.tokens.values()))
+            self.tokens.append(sum(v for k, v in trace.tokens.items() if k not in INPUT_TOKEN_STAGES))
 
     def _add_clue_metrics(self, sample: Sample, trace: Trace, config: MatchConfig) -> None:
         gold = sample.clues or sample.events
@@ -193,8 +196,8 @@ def evaluate_traces(samples: Iterable[Sample], traces: Iterable[Trace], config: 
     * ``citation_error_rate``: chain citations of missing or filtered clues;
     * ``hallucinated_clue_rate``: clues matching no gold event (the gold clues
       where a sample has no events);
-    * ``tokens_per_answer``: mean of ``sum(trace.tokens.values())`` over traces
-      that recorded tokens.
+    * ``tokens_per_answer``: mean number of *generated* tokens (``trace.tokens`` without
+      the fed ``prefix`` and ``context`` counts) over traces that recorded tokens.
 
     Matching rules are those of ``cluenet.metrics`` under ``config``.  Raises
     ``InputError`` for a trace whose sample is unknown or duplicated.

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from cluenet.data.jsonl import read_samples
-from cluenet.errors import ConfigError, InputError
+from cluenet.errors import InputError
 from cluenet.eval import read_traces
 from training import evaluate, stage1
 
@@ -37,14 +37,21 @@ def test_evaluate_writes_one_trace_per_question_and_scores_them(trained, tmp_pat
     assert set(result) >= {"by_qtype", "clues", "filter", "hallucinated_clue_rate", "tokens_per_answer"}
     if mode == "direct":
         assert all(t.clues == () and t.model.mode == "direct" for t in got)
+    # the same traces scored again without the model give the same result
+    assert evaluate.main(["--model", str(tmp_path / "no-model"), "--data", str(split), "--limit", "2",
+                          "--traces", str(traces), "--json", "--score-only", "--mode", mode]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert {k: v for k, v in again.items() if k != "model"} == {k: v for k, v in result.items() if k != "model"}
 
 
-def test_evaluate_rejects_bad_arguments(trained, tmp_path):
+def test_evaluate_rejects_bad_arguments_in_one_line(trained, tmp_path, capsys):
     split, model = trained
-    with pytest.raises(ConfigError, match="--workers is 0, must be 1 to 64"):
-        evaluate.main(["--model", str(model), "--data", str(split), "--workers", "0"])
-    with pytest.raises(ConfigError, match="--limit is -1, must be >= 0"):
-        evaluate.main(["--model", str(model), "--data", str(split), "--limit", "-1"])
+    for extra, message in ((["--workers", "0"], "--workers is 0, must be 1 to 64"),
+                           (["--limit", "-1"], "--limit is -1, must be >= 0"),
+                           (["--score-only", "--traces", str(tmp_path / "none.jsonl")], "needs an existing traces file")):
+        assert evaluate.main(["--model", str(model), "--data", str(split), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
 def test_missing_video_of_a_non_clueworld_sample_is_reported():

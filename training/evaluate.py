@@ -121,13 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help=f"processes (1..{MAX_WORKERS})")
     p.add_argument("--shard", default="", help=argparse.SUPPRESS)
     p.add_argument("--no-score", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--score-only", action="store_true",
+                   help="score an existing --traces file (written by an earlier run) without running the model")
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from cluenet.cli import run
+
+    parser = build_parser()
+    parser.set_defaults(func=_main)
+    return run(parser, list(argv) if argv is not None else None)
+
+
+def _main(args: argparse.Namespace) -> int:
     from cluenet.data.jsonl import read_samples
     from cluenet.eval import evaluate_traces, read_traces
 
@@ -141,7 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     world = world_config(args.data)
     out = Path(args.traces or Path(args.model) / f"traces-{args.mode}-{Path(args.data).stem}.jsonl")
-    if args.shard:
+    if args.score_only:
+        if not out.is_file():
+            raise InputError(f"--score-only needs an existing traces file; {out} does not exist")
+    elif args.shard:
         i, n = (int(x) for x in args.shard.split("/"))
         import torch
 
