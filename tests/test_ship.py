@@ -34,7 +34,7 @@ def test_results_table_has_a_column_per_mode_and_a_row_per_type():
     assert lines[0] == "| | ClueNet | direct |"
     assert "| accuracy, % (10 questions, chance 20) | 80.0 | 30.0 |" in lines
     assert "| accuracy CW, % (n) | 50.0 (6) | 50.0 (6) |" in lines
-    assert any(line.startswith("| clue precision / recall / F1 | 0.50 / 0.25 / 0.70 | - |") for line in lines)
+    assert any(line.startswith("| clue precision / recall / F1 | 0.500 / 0.250 / 0.700 | - |") for line in lines)
 
 
 def test_ship_copies_model_files_and_writes_the_card(run, tmp_path):
