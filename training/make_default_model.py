@@ -17,16 +17,14 @@ Steps (every run is one of the recipes with its shipped config and overrides):
 ``--time-budget S`` first times 30 steps of the three concurrent runs and sizes the
 step counts so that everything, evaluation included, ends within S seconds.
 
-Measured (2026-11-28, one H200 + 16 CPU cores, ``--train 5000 --stage2-train 600
---test 500 --time-budget 425``): 0.372 s per step with the three runs at once, so only
-249 stage-1 + 33 stage-2 steps (batch 32) fit; test accuracy ClueNet 21.4 %, direct
-17.4 %, cot 20.2 % (chance 20 %), clue F1 0.004 -- untrained, not a result about the
-method.  Why the GPU step is that slow was not profiled (one guess: without flash-attn,
-transformers' Qwen2-VL vision attention runs one SDPA call per clip per temporal patch).
-On 2 CPU cores a stage-1 step at batch 16 takes ~4.4 s, profiled: 64 % backward, ~75 %
-of the step in the language model's matmuls and attention, the per-frame vision attention
-~3 %; a 280-step CPU pilot plateaued at a per-token loss of 0.39 with 27.5 % test accuracy
-(the template text is learned, the question -> letter step is not yet).
+Measured (2026-11-29, 2 CPU cores, the shipped run: ``--train 6000 --stage2-train 160
+--test 500 --workers 2 --eval-workers 2 --loader-workers 1 --time-budget 5000
+--eval-reserve 600 --stage2-overhead 300``): data 87 s; 1.67 s per step with the three
+runs at once; 1,507 stage-1 + 205 stage-2 steps, baselines 1,712 steps each (batch 8);
+everything done in 3,559 s.  Test accuracy ClueNet 18.2 %, direct 21.8 %, cot 21.8 %
+(chance 20 %), clue F1 0.002: at this budget the model learns the output grammar, not
+the clip (README, "Default model", lists what was tried).  An earlier GPU run (one H200,
+249 + 33 steps at batch 32 of the 4.4 M size) was at chance too.
 """
 from __future__ import annotations
 
