@@ -74,7 +74,8 @@ def _generated(trace) -> int:
 def _unavoidable(net, video, options, first, second, reasoned) -> dict[str, float]:
     """Each necessary piece of the three calls, timed on its own (decode is 0 for an in-memory clip).
 
-    first question: decode + vision + prefill + its generated tokens; second question:
+    first question: decode + preprocess (the processor turning frames into patches: the
+    encoder's input) + vision + prefill + its generated tokens; second question:
     the prefill of its prefix (vision reused) + its tokens; ``reason``: one forward of
     the tokens after the cached prefix (kept clues, ``<chain>``) + its tokens.
     """
@@ -86,7 +87,7 @@ def _unavoidable(net, video, options, first, second, reasoned) -> dict[str, floa
     t_decode, sampled = (0.0, video) if hasattr(video, "frames") else _timed(vid.sample, video, num_frames=n, max_side=448)
     clip = net._clip(sampled, n)
     text = prompts.prefix_text(net.processor, QUESTIONS[0], options, clip.times)
-    inputs = net.family.processor_inputs(net.processor, text, clip.frames, clip.times)
+    t_preprocess, inputs = _timed(net.family.processor_inputs, net.processor, text, clip.frames, clip.times)
     t_vision, vision = _timed(_synced, net._encode_video, inputs)
     inputs = {k: v for k, v in inputs.items() if k != "pixel_values_videos"}
     t_prefill, prefix = _timed(_synced, net._prefill, clip, vision, inputs, QUESTIONS[0], options)
@@ -98,7 +99,7 @@ def _unavoidable(net, video, options, first, second, reasoned) -> dict[str, floa
     net._restore(prefix)
     t_context, _ = _timed(_synced, net._feed, context + [net._ids["chain_open"]], prefix, _Gen())
     t_chain = _token_loop(net, prefix, reasoned.tokens.get("chain", 0))
-    return {"decode": t_decode, "vision": t_vision, "prefill": t_prefill, "tokens": t_tokens,
+    return {"decode": t_decode, "preprocess": t_preprocess, "vision": t_vision, "prefill": t_prefill, "tokens": t_tokens,
             "second_prefill": t_prefill2, "second_tokens": t_tokens2,
             "reason_prefill": t_context, "reason_tokens": t_chain}
 
@@ -168,7 +169,7 @@ def measure(net, video, options, benchmark: str = "inference", repeats: int = RE
         t["filter"] = first.timings.get("filter", 0.0)
         rounds.append(t)
     m = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
-    parts = {k: m[k] for k in ("decode", "vision", "prefill", "tokens")}
+    parts = {k: m[k] for k in ("decode", "preprocess", "vision", "prefill", "tokens")}
     floor = sum(parts.values())
     floor2 = m["second_prefill"] + m["second_tokens"]
     floor_r = m["reason_prefill"] + m["reason_tokens"]
