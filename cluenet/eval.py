@@ -36,12 +36,10 @@ from cluenet.metrics import PRF, Counts, MatchConfig, citation_errors, clue_prf,
 from cluenet.schema import Sample, Trace
 
 MAX_TRACE_LINE_CHARS = 10_000_000  # a trace with raw text of both passes stays far below
-
-
-# ----------------------------------------------------------------------------- multiple choice
 INPUT_TOKEN_STAGES = ("prefix", "context")  # counted in Trace.tokens but fed, not generated
 
 
+# ----------------------------------------------------------------------------- multiple choice
 def resolve_prediction(value: Any, options: Sequence[str]) -> int | None:
     """Option index of one prediction: an int in range, or a letter / free text
     read by ``extract_answer``; anything else is ``None`` (counted wrong)."""
