@@ -448,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .model import ClueNet
 
+        _select(str(args.data), args.limit)  # bad data fails here, before a model loads
         net = ClueNet.from_pretrained(args.model, device=args.device)
         folder = run_case_study(net, args.data, args.out, limit=args.limit, probes=args.probes)
     except ClueNetError as exc:

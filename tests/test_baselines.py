@@ -39,7 +39,7 @@ def test_baseline_rows_share_the_clip_and_question_and_target_only_the_answer_pa
         assert target.startswith("<chain>") and target.endswith(f"<answer>{letter}</answer><|im_end|>")
         assert "<clues>" not in tokenizer.decode(row.input_ids)
     assert prompts.system_prompt(kind) in tokenizer.decode(row.input_ids)
-    assert row.weights.count(2.0) == 1  # the answer letter, up-weighted
+    assert row.weights.count(2.0) == (1 if kind == "direct" else 2)  # the answer letter (and the chain's closing one)
 
 
 def test_direct_baseline_trains_and_saves_a_loadable_output(split, tmp_path):
