@@ -1,0 +1,205 @@
+"""Why does a small model not learn? Teacher-forced accuracy per token class while it trains.
+
+    python -m training.diagnose tokens --train runs/default/data/train/clueworld.jsonl \\
+        [--lr 3e-3 --batch 8 --steps 900 --every 50 --chain-weight 5 --sizes '{"text_hidden": 128}' --no-video]
+    python -m training.diagnose copy [--lr 3e-3 --steps 300]
+
+``tokens`` trains the stage-1 model (``training/configs/stage1_clueworld.yaml``, E + R
+rows from the training split's vision store) with a plain AdamW loop and, every
+``--every`` steps, prints the teacher-forced next-token accuracy on 48 held-out rows for
+each class of target token:
+
+* ``cl_colour`` / ``cl_shape`` -- colour and shape words inside the clues block (they
+  need the clip: which object did what);
+* ``ch_colour`` / ``ch_shape`` -- the same words inside the chain (copyable from the
+  question and the clues in context);
+* ``chain_letter`` -- the option letter that closes the chain; ``letter`` -- other letters;
+* ``other`` -- everything else (template words, ids, times).
+
+Chance for a colour is 1/8, for a shape 1/6, for a letter 1/5.  ``--no-video`` drops the
+video tokens (a text-only model of the same rows), ``--sizes`` overrides ``SMALL_SIZES``.
+
+``copy`` trains the same classes on a synthetic copy task (24 random tokens, a
+separator, the same 24 again) and prints the accuracy of the copied half: a check that
+the architecture forms an induction (copy) circuit quickly when the lookup is simple.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+HELD_OUT = 48
+STAGE1_CONFIG = Path(__file__).resolve().parent / "configs" / "stage1_clueworld.yaml"
+COPY_LEN, COPY_BATCH = 24, 16
+
+
+def token_classes(vocab: Sequence[str], colours: Sequence[str], shapes: Sequence[str]) -> dict[str, set[int]]:
+    """Token ids of colour words, shape words, option letters and the word "is"."""
+    word = [t.strip("Ġ▁ ") for t in vocab]
+    return {"colour": {i for i, w in enumerate(word) if w in colours},
+            "shape": {i for i, w in enumerate(word) if w in shapes},
+            "letter": {i for i, w in enumerate(word) if len(w) == 1 and w in "ABCDE"},
+            "is": {i for i, w in enumerate(word) if w == "is"}}
+
+
+def classify(ids: Sequence[int], labels: Sequence[int], ids_of: dict[str, set[int]], clues_close: int,
+             ignore: int = -100) -> dict[int, str]:
+    """Class name of every target position (see the module docstring); the chain is
+    everything after ``</clues>``."""
+    out, in_chain = {}, False
+    for p, (t, lab) in enumerate(zip(ids, labels)):
+        if t == clues_close:
+            in_chain = True
+        if lab == ignore:
+            continue
+        if t in ids_of["letter"]:
+            name = "chain_letter" if p > 0 and ids[p - 1] in ids_of["is"] else "letter"
+        elif t in ids_of["colour"] or t in ids_of["shape"]:
+            name = ("ch_" if in_chain else "cl_") + ("colour" if t in ids_of["colour"] else "shape")
+        else:
+            name = "other"
+        out[p] = name
+    return out
+
+
+def _strip_video(rows: list, video_id: int) -> list:
+    for r in rows:
+        keep = [k for k, t in enumerate(r.input_ids) if t != video_id]
+        r.input_ids = [r.input_ids[k] for k in keep]
+        r.labels = [r.labels[k] for k in keep]
+        r.weights = [r.weights[k] for k in keep]
+        r.vision = {}
+    return rows
+
+
+def run_tokens(args: argparse.Namespace) -> int:
+    from cluenet.data import clueworld as cw
+    from training import common, stage1
+    from training import model_build
+    from training.config import Stage1RunConfig, load_config
+
+    if args.sizes:
+        model_build.SMALL_SIZES.update(json.loads(args.sizes))
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    cfg = load_config(Stage1RunConfig, str(STAGE1_CONFIG), [f"data.train_path={args.train}", "data.num_workers=0"])
+    trainer = stage1.setup(cfg)
+    model, data, collate = trainer.model, trainer.train_data, trainer.collate.collate_fn
+    tok = trainer.built.processor.tokenizer
+    ids_of = token_classes(tok.convert_ids_to_tokens(list(range(len(tok)))), cw.COLOUR_NAMES, cw.SHAPES)
+    clues_close = tok.convert_tokens_to_ids("</clues>")
+    video_id = trainer.built.processor.video_token_id
+    n = len(data)
+    if n <= HELD_OUT:
+        raise SystemExit(f"need more than {HELD_OUT} training samples, got {n}")
+    held, pool = list(range(n - HELD_OUT, n)), list(range(n - HELD_OUT))
+
+    def batch(indices: Sequence[int], chain_weight: float) -> tuple[dict, list]:
+        items = [data[i] for i in indices]
+        if args.no_video:
+            items = [_strip_video(rows, video_id) for rows in items]
+        for rows in items:
+            for r in rows:
+                for p, name in classify(r.input_ids, r.labels, ids_of, clues_close).items():
+                    if name == "chain_letter":
+                        r.weights[p] = chain_weight
+        return collate(items), items
+
+    @torch.no_grad()
+    def evaluate() -> dict[str, float]:
+        model.eval()
+        hits: dict[str, int] = {}
+        seen: dict[str, int] = {}
+        for k in range(0, HELD_OUT, 16):
+            b, items = batch(held[k:k + 16], 1.0)
+            pred = common.lm_forward(model, b).logits[:, :-1].argmax(-1)
+            for j, rows in enumerate(items):
+                r = rows[0]
+                for p, name in classify(r.input_ids, r.labels, ids_of, clues_close).items():
+                    hits[name] = hits.get(name, 0) + int(pred[j, p - 1] == r.input_ids[p])
+                    seen[name] = seen.get(name, 0) + 1
+        model.train()
+        return {name: round(hits[name] / seen[name], 3) for name in sorted(seen)}
+
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    print(f"{sum(p.numel() for p in model.parameters()):,} parameters, {n} samples ({HELD_OUT} held out)", flush=True)
+    t0 = time.time()
+    for step in range(1, args.steps + 1):
+        for g in opt.param_groups:
+            g["lr"] = args.lr * min(1.0, step / args.warmup)
+        b, _ = batch(rng.sample(pool, args.batch), args.chain_weight)
+        loss, _ = common.weighted_lm_loss(common.lm_forward(model, b).logits, b)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % args.every == 0 or step == args.steps:
+            print(json.dumps({"step": step, "rows": step * args.batch, "seconds": round(time.time() - t0),
+                              "loss": round(loss.item(), 4), "accuracy": evaluate()}), flush=True)
+    return 0
+
+
+def run_copy(args: argparse.Namespace) -> int:
+    import transformers
+
+    from cluenet import tokenizer as tokmod
+    from training.model_build import small_config
+
+    torch.manual_seed(args.seed)
+    tok = tokmod.load()
+    model = transformers.Qwen2VLForConditionalGeneration(small_config("qwen2_vl", tok))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    vocab = len(tok)
+    t0 = time.time()
+    for step in range(1, args.steps + 1):
+        x = torch.randint(10, vocab, (COPY_BATCH, COPY_LEN))
+        ids = torch.cat([x, torch.full((COPY_BATCH, 1), 5), x], 1)
+        labels = ids.clone()
+        labels[:, :COPY_LEN + 1] = -100
+        out = model(input_ids=ids, labels=labels)
+        opt.zero_grad()
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % args.every == 0 or step == args.steps:
+            acc = (out.logits[:, COPY_LEN:-1].argmax(-1) == ids[:, COPY_LEN + 1:]).float().mean().item()
+            print(json.dumps({"step": step, "seconds": round(time.time() - t0), "loss": round(out.loss.item(), 4),
+                              "copy_accuracy": round(acc, 3)}), flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.diagnose", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("tokens", help="teacher-forced accuracy per token class while stage 1 trains")
+    t.add_argument("--train", required=True, help="ClueWorld training JSONL with its vision_store/ beside it")
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--chain-weight", type=float, default=5.0, help="loss weight of the chain's closing letter")
+    t.add_argument("--sizes", default="", help="JSON overrides of SMALL_SIZES")
+    t.add_argument("--no-video", action="store_true", help="drop the video tokens (text-only rows)")
+    t.add_argument("--warmup", type=int, default=30)
+    t.set_defaults(func=run_tokens)
+    c = sub.add_parser("copy", help="the same classes on a synthetic copy task")
+    c.set_defaults(func=run_copy)
+    for q, steps in ((t, 600), (c, 300)):
+        q.add_argument("--lr", type=float, default=3e-3)
+        q.add_argument("--steps", type=int, default=steps)
+        q.add_argument("--every", type=int, default=50, help="print every N steps")
+        q.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from cluenet.cli import run
+
+    return run(build_parser(), list(argv) if argv is not None else None)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
