@@ -32,21 +32,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def serving(demo, **launch_kwargs):
+    """Serve ``demo`` in this process on 127.0.0.1 and a free port; yields its URL, closes it after.
+    Skips without playwright and fails with the install line without Debian's chromium."""
     pytest.importorskip("playwright")
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    import app
+
+    port = _free_port()
+    app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True, **launch_kwargs)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
     import app
     from test_app import _write_examples, tiny_model
 
     examples = tmp_path_factory.mktemp("examples")
     _write_examples(examples)
-    demo = app.build_demo(model_loader=tiny_model, examples_dir=examples)
-    port = _free_port()
-    app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True, examples_dir=examples)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with serving(app.build_demo(model_loader=tiny_model, examples_dir=examples), examples_dir=examples) as url:
+        yield url
 
 
 @contextlib.contextmanager

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from test_browser import ARTIFACTS, CHROMIUM, _free_port, browser_page  # noqa: E402
+from test_browser import ARTIFACTS, browser_page, serving  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -28,9 +27,6 @@ NOTE = "collision never happens"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    pytest.importorskip("playwright")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
     import app
     from test_app import tiny_model
     from test_ui_analyst import write_run
@@ -40,10 +36,8 @@ def server(tmp_path_factory):
     folder = write_run(base / "data", base / "runs", "demo-run")
     demo = app.build_demo(model_loader=tiny_model, examples_dir=base / "no-examples", data_roots=[base / "data"],
                           runs_root=base / "runs")
-    port = _free_port()
-    app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True, examples_dir=base / "no-examples")
-    yield f"http://127.0.0.1:{port}/", folder
-    demo.close()
+    with serving(demo, examples_dir=base / "no-examples") as url:
+        yield url, folder
 
 
 @pytest.fixture(scope="module")

@@ -6,22 +6,17 @@ import json
 
 import pytest
 
-from test_browser import ARTIFACTS, _free_port, browser_page
+from test_browser import ARTIFACTS, browser_page, serving
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def shipped_page(tmp_path_factory):
-    pytest.importorskip("playwright")
     import app
 
-    demo = app.build_demo(runs_root=tmp_path_factory.mktemp("runs"))
-    port = _free_port()
-    app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    with browser_page(f"http://127.0.0.1:{port}/") as pg:
+    with serving(app.build_demo(runs_root=tmp_path_factory.mktemp("runs"))) as url, browser_page(url) as pg:
         yield pg
-    demo.close()
 
 
 def test_shipped_examples_open_with_their_panels(shipped_page):
