@@ -32,8 +32,60 @@ def test_tokens_probe_reports_every_class(tmp_path, capsys):
     samples = read_samples(tmp_path / clueworld.JSONL_NAME)
     tdata.VisionStore.build(tmp_path / "vision_store", samples, _processor_fn, backbones.get_family("qwen2_vl"),
                             tdata.ClueWorldFrames())
-    assert main(["tokens", "--train", str(tmp_path / clueworld.JSONL_NAME), "--steps", "1", "--batch", "2",
-                 "--sizes", '{"text_layers": 1, "vision_layers": 1}']) == 0
+    args = ["tokens", "--train", str(tmp_path / clueworld.JSONL_NAME), "--steps", "1", "--batch", "2",
+            "--sizes", '{"text_layers": 1, "vision_layers": 1}']
+    assert main(args) == 0
     out = capsys.readouterr().out.splitlines()
     row = json.loads(out[-1])
     assert row["step"] == 1 and {"cl_colour", "cl_shape", "ch_colour", "chain_letter", "other"} <= set(row["accuracy"])
+    assert main(args + ["--frame-stamps", "--copy-warmup", "1", "--every", "1"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert rows[0]["task"] == "copy" and rows[-1]["step"] == 1 and "cl_colour" in rows[-1]["accuracy"]
+
+
+def test_stamp_frames_splits_the_video_into_stamped_groups():
+    import torch
+
+    from training.data import Row
+    from training.diagnose import stamp_frames
+
+    V, S, E = 9, 7, 8  # video, vision_start, vision_end ids
+    ids = [1, S, *[V] * 6, E, 2, 3]
+    row = Row(ids, [-100] * 10 + [3], [0.0] * 10 + [1.0], {"video_grid_thw": torch.tensor([[3, 2, 2]]),
+                                                            "pixel_values_videos": torch.zeros(12, 4)})
+    stamp_frames(row, V, S, E, [[40], [41], [42, 43]])
+    assert row.input_ids == [1, 40, S, V, V, E, 41, S, V, V, E, 42, 43, S, V, V, E, 2, 3]
+    assert row.labels[-1] == 3 and row.labels[:-1] == [-100] * 18 and row.weights[-1] == 1.0
+    assert len(row.weights) == len(row.input_ids)
+    assert row.vision["video_grid_thw"].tolist() == [[1, 2, 2]] * 3 and row.vision["pixel_values_videos"].shape == (12, 4)
+
+
+def test_stamped_rows_run_through_the_model():
+    """A stamped row is valid Qwen2-VL input: M-RoPE positions and the video features line up."""
+    import torch
+
+    from cluenet import backbones
+    from cluenet import tokenizer as tokmod
+    from training.data import Row
+    from training.diagnose import stamp_frames
+
+    tok = tokmod.load()
+    model, proc = backbones.tiny_model("qwen2_vl", tok)
+    fam = backbones.get_family("qwen2_vl")
+    import numpy as np
+
+    frames = np.random.default_rng(0).integers(0, 255, (4, 56, 56, 3), dtype=np.uint8)
+    text = proc.apply_chat_template([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "hi"}]}],
+                                    add_generation_prompt=True, tokenize=False)
+    out = fam.processor_inputs(proc, text, frames, [0.0, 0.5, 1.0, 1.5])
+    ids = out["input_ids"][0].tolist()
+    vision = {k: out[k] for k in ("pixel_values_videos", "video_grid_thw")}
+    groups = int(vision["video_grid_thw"][0, 0])
+    row = Row(ids, [-100] * len(ids), [0.0] * len(ids), vision)
+    stamps = [tok(f"{t:.1f}s", add_special_tokens=False)["input_ids"] for t in (0.0, 1.0)[:groups]]
+    stamp_frames(row, proc.video_token_id, tok.convert_tokens_to_ids("<|vision_start|>"),
+                 tok.convert_tokens_to_ids("<|vision_end|>"), stamps)
+    x = torch.tensor([row.input_ids])
+    with torch.no_grad():
+        logits = model(input_ids=x, mm_token_type_ids=(x == proc.video_token_id).long() * 2, **row.vision).logits
+    assert logits.shape[:2] == x.shape and torch.isfinite(logits).all()

@@ -1,7 +1,8 @@
 """Why does a small model not learn? Teacher-forced accuracy per token class while it trains.
 
     python -m training.diagnose tokens --train runs/default/data/train/clueworld.jsonl \\
-        [--lr 3e-3 --batch 8 --steps 900 --every 50 --chain-weight 5 --sizes '{"text_hidden": 128}' --no-video]
+        [--lr 3e-3 --batch 8 --steps 900 --every 50 --chain-weight 5 --sizes '{"text_hidden": 128}' --no-video
+         --frame-stamps --copy-warmup 300]
     python -m training.diagnose copy [--lr 3e-3 --steps 300]
 
 ``tokens`` trains the stage-1 model (``training/configs/stage1_clueworld.yaml``, E + R
@@ -18,6 +19,16 @@ each class of target token:
 
 Chance for a colour is 1/8, for a shape 1/6, for a letter 1/5.  ``--no-video`` drops the
 video tokens (a text-only model of the same rows), ``--sizes`` overrides ``SMALL_SIZES``.
+
+Two variants test ideas for making the grounded tokens learnable sooner:
+
+* ``--frame-stamps`` splits the video into its temporal groups (one merged temporal
+  patch each) and writes the group's start time before it (``0.5s<|vision_start|>...``),
+  as Qwen3-VL does with its textual timestamps.  With one contiguous video, a clue's
+  ``[1.0-1.5s]`` can reach the frames at 1.0 s only through rotary positions, which are
+  relative; with stamps it can match the text ``1.0`` by content.
+* ``--copy-warmup N`` first trains N steps of the ``copy`` task (48 tokens) so the model
+  starts the real rows with a working copy (induction) circuit.
 
 ``copy`` trains the same classes on a synthetic copy task (24 random tokens, a
 separator, the same 24 again) and prints the accuracy of the copied half: a check that
@@ -78,6 +89,58 @@ def _strip_video(rows: list, video_id: int) -> list:
     return rows
 
 
+def stamp_frames(row: Any, video_id: int, vision_start: int, vision_end: int, stamps: Sequence[Sequence[int]]) -> Any:
+    """Rewrite one Qwen-VL row in place: its one video of ``G`` temporal groups becomes ``G``
+    videos of one group each, every one preceded by the token ids of its time stamp.
+
+    The pixel rows need no change (Qwen-VL flattens patches time-major, so the groups'
+    patches are already in order); ``video_grid_thw`` [[G, h, w]] becomes G x [[1, h, w]].
+    """
+    (groups, h, w), = row.vision["video_grid_thw"].tolist()
+    if groups != len(stamps):
+        raise ValueError(f"{len(stamps)} stamps for a video of {groups} temporal groups")
+    first = row.input_ids.index(video_id)
+    per = row.input_ids.count(video_id) // groups
+    end = first + per * groups  # the vision_end token
+    if row.input_ids[first - 1] != vision_start or row.input_ids[end] != vision_end:
+        raise ValueError("the video tokens are not one contiguous <|vision_start|>...<|vision_end|> run")
+    new = [t for stamp in stamps for t in (*stamp, vision_start, *[video_id] * per, vision_end)]
+    a, b = first - 1, end + 1
+    row.input_ids = row.input_ids[:a] + new + row.input_ids[b:]
+    row.labels = row.labels[:a] + [-100] * len(new) + row.labels[b:]
+    row.weights = row.weights[:a] + [0.0] * len(new) + row.weights[b:]
+    row.vision = {**row.vision, "video_grid_thw": torch.tensor([[1, h, w]] * groups)}
+    return row
+
+
+def _copy_batch(vocab: int, length: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x <sep> x`` rows of random ids (the first 10 ids, the special tokens, excluded); labels on the copy."""
+    x = torch.randint(10, vocab, (batch, length))
+    ids = torch.cat([x, torch.full((batch, 1), 5), x], 1)
+    labels = ids.clone()
+    labels[:, :length + 1] = -100
+    return ids, labels
+
+
+def _train_copy(model: Any, opt: torch.optim.Optimizer, vocab: int, steps: int, lr: float, length: int,
+                every: int, warmup: int = 30) -> None:
+    """``steps`` AdamW steps of the copy task; prints the copied half's accuracy every ``every`` steps."""
+    t0 = time.time()
+    for step in range(1, steps + 1):
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, step / warmup)
+        ids, labels = _copy_batch(vocab, length, COPY_BATCH)
+        out = model(input_ids=ids, labels=labels)
+        opt.zero_grad()
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % every == 0 or step == steps:
+            acc = (out.logits[:, length:-1].argmax(-1) == ids[:, length + 1:]).float().mean().item()
+            print(json.dumps({"task": "copy", "step": step, "seconds": round(time.time() - t0), "loss": round(out.loss.item(), 4),
+                              "copy_accuracy": round(acc, 3)}), flush=True)
+
+
 def run_tokens(args: argparse.Namespace) -> int:
     from cluenet.data import clueworld as cw
     from training import common, stage1
@@ -99,11 +162,21 @@ def run_tokens(args: argparse.Namespace) -> int:
     if n <= HELD_OUT:
         raise SystemExit(f"need more than {HELD_OUT} training samples, got {n}")
     held, pool = list(range(n - HELD_OUT, n)), list(range(n - HELD_OUT))
+    vs, ve = tok.convert_tokens_to_ids("<|vision_start|>"), tok.convert_tokens_to_ids("<|vision_end|>")
+    stamps: list[list[int]] = []
+    if args.frame_stamps:
+        if data.store is None:
+            raise SystemExit("--frame-stamps needs the training split's vision_store/ (its frame times)")
+        times = data.store.times[data.samples[0].id]
+        per_group = len(times) // int(data[0][0].vision["video_grid_thw"][0, 0])  # frames per temporal patch
+        stamps = [tok(f"{t:.1f}s", add_special_tokens=False)["input_ids"] for t in times[::per_group]]
 
     def batch(indices: Sequence[int], chain_weight: float) -> tuple[dict, list]:
         items = [data[i] for i in indices]
         if args.no_video:
             items = [_strip_video(rows, video_id) for rows in items]
+        elif stamps:
+            items = [[stamp_frames(r, video_id, vs, ve, stamps) for r in rows] for rows in items]
         for rows in items:
             for r in rows:
                 for p, name in classify(r.input_ids, r.labels, ids_of, clues_close).items():
@@ -129,6 +202,8 @@ def run_tokens(args: argparse.Namespace) -> int:
 
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters, {n} samples ({HELD_OUT} held out)", flush=True)
+    if args.copy_warmup:
+        _train_copy(model, opt, len(tok), args.copy_warmup, args.lr, 2 * COPY_LEN, args.every, args.warmup)
     t0 = time.time()
     for step in range(1, args.steps + 1):
         for g in opt.param_groups:
@@ -155,22 +230,7 @@ def run_copy(args: argparse.Namespace) -> int:
     tok = tokmod.load()
     model = transformers.Qwen2VLForConditionalGeneration(small_config("qwen2_vl", tok))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
-    vocab = len(tok)
-    t0 = time.time()
-    for step in range(1, args.steps + 1):
-        x = torch.randint(10, vocab, (COPY_BATCH, COPY_LEN))
-        ids = torch.cat([x, torch.full((COPY_BATCH, 1), 5), x], 1)
-        labels = ids.clone()
-        labels[:, :COPY_LEN + 1] = -100
-        out = model(input_ids=ids, labels=labels)
-        opt.zero_grad()
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if step % args.every == 0 or step == args.steps:
-            acc = (out.logits[:, COPY_LEN:-1].argmax(-1) == ids[:, COPY_LEN + 1:]).float().mean().item()
-            print(json.dumps({"step": step, "seconds": round(time.time() - t0), "loss": round(out.loss.item(), 4),
-                              "copy_accuracy": round(acc, 3)}), flush=True)
+    _train_copy(model, opt, len(tok), args.steps, args.lr, COPY_LEN, args.every)
     return 0
 
 
@@ -183,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--chain-weight", type=float, default=5.0, help="loss weight of the chain's closing letter")
     t.add_argument("--sizes", default="", help="JSON overrides of SMALL_SIZES")
     t.add_argument("--no-video", action="store_true", help="drop the video tokens (text-only rows)")
+    t.add_argument("--frame-stamps", action="store_true",
+                   help="a time stamp before each temporal group of the video (see the module docstring)")
+    t.add_argument("--copy-warmup", type=int, default=0, metavar="N", help="first train N steps of the copy task")
     t.add_argument("--warmup", type=int, default=30)
     t.set_defaults(func=run_tokens)
     c = sub.add_parser("copy", help="the same classes on a synthetic copy task")
