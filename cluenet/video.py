@@ -21,10 +21,10 @@ Choices written down here:
   decoder's position.  ``Clip.decoded_frames`` counts what it decoded
   (decord does not report it: -1).
 * **Untrusted files are decoded in a child process** (``sandbox=True``) forked
-  from a persistent decoder server (a fresh interpreter started once, so it is
-  safe with torch threads in the caller), with a timeout and an address-space
-  limit; frames come back as one raw buffer.  A hang or a crash kills only the
-  child and becomes a ``VideoError``.  ``sandbox=False`` decodes in-process
+  from a persistent decoder server (``cluenet.sandbox``: a fresh interpreter started
+  once, so it is safe with torch threads in the caller), with a timeout and an
+  address-space limit; frames come back as one raw buffer.  A hang or a crash kills
+  only the child and becomes a ``VideoError``.  ``sandbox=False`` decodes in-process
   (trusted data, e.g. generated training clips).
 * **Named limits** (``Limits``) are checked before any decoder sees the file
   (``check_path``: URLs, playlists, non-regular files, suffix, size) and from the
@@ -41,15 +41,8 @@ import hashlib
 import json
 import os
 import re
-import select
-import signal
 import stat
-import struct
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -57,6 +50,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from . import sandbox
 from .errors import ClueNetError, ConfigError, InputError, VideoError
 
 # ---- limits (defaults of ``Limits``) -------------------------------------------------
@@ -638,15 +632,11 @@ def sample(path: str | os.PathLike, num_frames: int | None = None, fps: float | 
                 decoded_frames=meta["decoded"])
 
 
-# ---- the sandbox -----------------------------------------------------------------------
+# ---- the sandboxed task ------------------------------------------------------------------
 #
-# A persistent decoder server (``python -c "...; _serve()"``, started once per parent
-# process) preloads numpy / av / decord and forks one child per request.  The child
+# ``cluenet.sandbox`` runs ``_Task.child_main`` in a forked, killable child.  The child
 # decodes, writes the frames as raw bytes to a private temp file named by the caller
-# (page cache: one copy each way, no pipe chunking) and a JSON header to a pipe; the
-# server relays the header, kills the child at the deadline and reports how it ended.  Why not multiprocessing's forkserver: every child it starts re-imports the
-# caller's ``__main__`` script (app.py would import gradio for every clip).  The parent
-# never unpickles anything that came from the child: only JSON and raw bytes.
+# (page cache: one copy each way, no pipe chunking) and a JSON header to the pipe.
 
 @dataclass(frozen=True)
 class _Task:
@@ -658,6 +648,28 @@ class _Task:
     request: _Request | None = None
     fault: str | None = None     # test hook, child only: "segv" kills it, "hang" sleeps
     frames_path: str | None = None  # private temp file the child writes frame bytes to
+
+    def child_main(self, fd: int) -> int:
+        """In the child: decode, write the frames to ``frames_path`` and [len][JSON header] to ``fd``."""
+        sandbox.child_setup(CHILD_MAX_ADDRESS_BYTES, self.fault)
+        try:
+            meta, frames = _execute(self)
+            header = {"status": "ok", **meta, "info": meta["info"].to_dict(),
+                      "shape": None if frames is None else list(frames.shape)}
+            if frames is not None:
+                with open(self.frames_path, "wb") as fh:
+                    fh.write(memoryview(np.ascontiguousarray(frames).reshape(-1)))
+        except ClueNetError as exc:
+            header = {"status": "error", "kind": type(exc).__name__, "message": str(exc)}
+        except MemoryError:
+            header = {"status": "error", "kind": "VideoError",
+                      "message": f"decoder ran out of memory (limit {_human_bytes(CHILD_MAX_ADDRESS_BYTES)})"}
+        except OSError as exc:
+            header = {"status": "error", "kind": "VideoError", "message": f"cannot hand over the frames: {exc}"}
+        blob = json.dumps(header).encode()
+        sandbox.write_all(fd, sandbox.HEADER.pack(len(blob)) + blob)
+        os.close(fd)
+        return 0
 
 
 def _execute(task: _Task) -> tuple[dict[str, Any], np.ndarray | None]:
@@ -680,224 +692,20 @@ def _execute(task: _Task) -> tuple[dict[str, Any], np.ndarray | None]:
 
 
 _ERRORS = {cls.__name__: cls for cls in (VideoError, InputError, ConfigError)}
-_HEADER = struct.Struct("<Q")          # length prefix of every message
-_CHUNK = 1 << 20
-_SERVER_GRACE_S = 10.0                 # parent's backstop on top of the child's timeout
-_PKG_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _write_msg(fd: int, kind: bytes, payload: bytes | memoryview) -> None:
-    _write_all(fd, kind + _HEADER.pack(len(payload)))
-    _write_all(fd, payload)
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _read_exact(fd: int, n: int, deadline: float | None = None) -> bytearray | None:
-    """Read exactly n bytes (None at EOF); raise TimeoutError past ``deadline``."""
-    buf, got = bytearray(n), 0
-    view = memoryview(buf)
-    while got < n:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise TimeoutError
-        count = os.readv(fd, [view[got:]])
-        if count == 0:
-            return None
-        got += count
-    return buf
-
-
-# -- inside the server and its children --
-
-def _serve() -> None:
-    """Decoder server main loop: one pickled (task, timeout) in, chunks + status out."""
-    import pickle
-
-    for name in ("av", "decord"):
-        try:
-            __import__(name)  # preloaded once, so each forked child starts warm
-        except ImportError:
-            pass
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 2)  # FFmpeg / decord log lines must not reach the caller's terminal
-    _write_all(1, b"R")
-    while (head := _read_exact(0, _HEADER.size)) is not None:
-        task, timeout = pickle.loads(_read_exact(0, _HEADER.unpack(head)[0]))  # from our own parent
-        status = _serve_one(task, timeout)
-        _write_msg(1, b"E", json.dumps(status).encode())
-
-
-def _serve_one(task: _Task, timeout: float) -> dict[str, Any]:
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        code = 1
-        try:
-            code = _child_run(task, write_fd)
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    deadline = time.monotonic() + timeout
-    try:
-        timed_out = _relay(read_fd, deadline)
-    finally:
-        os.close(read_fd)
-    return _reap(pid, deadline, timed_out)
-
-
-def _relay(fd: int, deadline: float) -> bool:
-    """Forward the child's bytes to the parent until EOF; True if the deadline passed."""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return True
-        data = os.read(fd, _CHUNK)
-        if not data:
-            return False
-        _write_msg(1, b"D", data)
-
-
-def _reap(pid: int, deadline: float, timed_out: bool) -> dict[str, Any]:
-    while not timed_out:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return {"exit": os.waitstatus_to_exitcode(status)}
-        timed_out = time.monotonic() > deadline
-        time.sleep(0.002)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    return {"timeout": True}
-
-
-def _child_setup(fault: str | None) -> None:
-    import resource
-
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1):
-        os.dup2(devnull, fd)  # the server's pipes are not the child's business
-    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MAX_ADDRESS_BYTES, CHILD_MAX_ADDRESS_BYTES))
-    if fault == "segv":
-        os.kill(os.getpid(), signal.SIGSEGV)
-    elif fault == "hang":
-        time.sleep(3600)
-
-
-def _child_run(task: _Task, fd: int) -> int:
-    """Decode, write the frames to ``task.frames_path`` and [len][JSON header] to ``fd``."""
-    _child_setup(task.fault)
-    try:
-        meta, frames = _execute(task)
-        header = {"status": "ok", **meta, "info": meta["info"].to_dict(),
-                  "shape": None if frames is None else list(frames.shape)}
-        if frames is not None:
-            with open(task.frames_path, "wb") as fh:
-                fh.write(memoryview(np.ascontiguousarray(frames).reshape(-1)))
-    except ClueNetError as exc:
-        header = {"status": "error", "kind": type(exc).__name__, "message": str(exc)}
-    except MemoryError:
-        header = {"status": "error", "kind": "VideoError",
-                  "message": f"decoder ran out of memory (limit {_human_bytes(CHILD_MAX_ADDRESS_BYTES)})"}
-    except OSError as exc:
-        header = {"status": "error", "kind": "VideoError", "message": f"cannot hand over the frames: {exc}"}
-    blob = json.dumps(header).encode()
-    _write_all(fd, _HEADER.pack(len(blob)) + blob)
-    os.close(fd)
-    return 0
-
-
-# -- in the caller --
-
-class _Server:
-    """The caller's handle on the decoder server; one request at a time."""
-
-    def __init__(self) -> None:
-        env = dict(os.environ, OPENBLAS_NUM_THREADS="1",
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(_PKG_ROOT), os.environ.get("PYTHONPATH")])))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from cluenet.video import _serve; _serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True, bufsize=0)
-        try:
-            ready = _read_exact(self.proc.stdout.fileno(), 1, time.monotonic() + 60)
-        except TimeoutError:
-            ready = None
-        if ready != b"R":
-            self.close()
-            raise VideoError("the decoder process failed to start")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-    def run(self, task: _Task, timeout: float) -> tuple[dict[str, Any], bytearray]:
-        """Send a task; return (status, the child's bytes).  Raises TimeoutError, EOFError."""
-        import pickle
-
-        blob = pickle.dumps((task, timeout))
-        _write_all(self.proc.stdin.fileno(), _HEADER.pack(len(blob)) + blob)
-        out, fd, deadline = bytearray(), self.proc.stdout.fileno(), time.monotonic() + timeout + _SERVER_GRACE_S
-        while True:
-            head = _read_exact(fd, 1 + _HEADER.size, deadline)
-            body = None if head is None else _read_exact(fd, _HEADER.unpack(head[1:])[0], deadline)
-            if body is None:
-                raise EOFError
-            if head[:1] == b"E":
-                return json.loads(body), out
-            out += body
-
-
-_SERVER: _Server | None = None
-_SERVER_LOCK = threading.Lock()
-
-
-def _forget_server() -> None:
-    """In a forked copy of the caller (e.g. a DataLoader worker) the parent's server
-    handle and lock are not ours: start afresh."""
-    global _SERVER, _SERVER_LOCK
-    _SERVER, _SERVER_LOCK = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_server)
 
 
 def _run_in_child(task: _Task, timeout: float) -> tuple[dict[str, Any], np.ndarray | None]:
     """Run ``task`` in a forked child of the decoder server, killed after ``timeout`` s."""
-    global _SERVER
     if not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
         raise InputError(f"timeout must be a positive number of seconds, got {timeout!r}")
     handle, frames_path = tempfile.mkstemp(prefix="cluenet-frames-", suffix=".bin")
     os.close(handle)
     task = dataclasses.replace(task, frames_path=frames_path)
     try:
-        with _SERVER_LOCK:
-            if _SERVER is None or not _SERVER.alive():
-                _SERVER = _Server()
-            try:
-                status, data = _SERVER.run(task, timeout)
-            except (TimeoutError, EOFError, OSError):
-                _SERVER.close()  # a server that stopped answering is replaced next call
-                _SERVER = None
-                raise VideoError(f"decoder service failed while reading {Path(task.path).name}") from None
+        status, data = sandbox.run(task, timeout, Path(task.path).name)
         return _decode_reply(status, data, timeout, frames_path)
     finally:
         os.unlink(frames_path)
-
-
-def _signal_name(code: int) -> str:
-    try:
-        return f"signal {code}, {signal.Signals(code).name}"
-    except ValueError:
-        return f"signal {code}"
 
 
 def _decode_reply(status: dict[str, Any], data: bytearray, timeout: float,
@@ -906,11 +714,12 @@ def _decode_reply(status: dict[str, Any], data: bytearray, timeout: float,
         raise VideoError(f"decoder timed out after {timeout:g} s")
     code = status.get("exit")
     if code is not None and code < 0:
-        raise VideoError(f"decoder crashed ({_signal_name(-code)})")
-    size = _HEADER.unpack(data[:_HEADER.size])[0] if len(data) >= _HEADER.size else -1
-    if code != 0 or size < 0 or len(data) < _HEADER.size + size:
+        raise VideoError(f"decoder crashed ({sandbox.signal_name(-code)})")
+    head = sandbox.HEADER
+    size = head.unpack(data[:head.size])[0] if len(data) >= head.size else -1
+    if code != 0 or size < 0 or len(data) < head.size + size:
         raise VideoError(f"decoder exited (status {code}) before sending its result")
-    header = json.loads(data[_HEADER.size:_HEADER.size + size])
+    header = json.loads(data[head.size:head.size + size])
     if header["status"] == "error":
         raise _ERRORS.get(header["kind"], VideoError)(header["message"])
     header["info"] = ProbeInfo(**header["info"])
