@@ -135,3 +135,17 @@ def test_accelerate_configs_parse_and_say_how_to_run(path):
 def test_all_four_accelerate_configs_exist():
     names = {p.stem for p in (ROOT / "training" / "accelerate").glob("*.yaml")}
     assert {"ddp", "deepspeed_zero2", "fsdp", "cpu_2proc"} <= names
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_vision_fixes_only_the_vision_encoder(freeze):
+    from cluenet import backbones
+    from training.config import ModelConfig
+    from training.model_build import build, count_parameters
+
+    built = build(ModelConfig(name_or_path="tiny:qwen2_vl", finetune="full", freeze_vision=freeze))
+    vision = set(map(id, backbones.get_family("qwen2_vl").vision_module(built.model).parameters()))
+    trainable, total = count_parameters(built.model)
+    for p in built.model.parameters():
+        assert p.requires_grad == (not (freeze and id(p) in vision))
+    assert (trainable < total) == freeze

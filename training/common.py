@@ -173,4 +173,7 @@ def load_output(folder: str | Path, model_cfg: ModelConfig, trainable: bool = Tr
         raise ModelError(f"cannot load stage output {folder}: {exc}") from exc
     for p in model.parameters():
         p.requires_grad_(trainable)
+    if trainable and model_cfg.freeze_vision:
+        for p in fam.vision_module(model).parameters():
+            p.requires_grad_(False)
     return model, processor, fam

@@ -79,6 +79,12 @@ class ModelConfig:
     init_adapter: str = ""  # stage 2 starts from the stage-1 adapter folder
     gradient_checkpointing: bool = False
     attn_implementation: str = "auto"  # auto: flash_attention_2 on GPU when importable, else sdpa
+    # Keep the vision encoder's weights as they are (pretrained, or a from-scratch model's random
+    # init; the merger/projector included).  From scratch, a trained tower lost the clip's colours
+    # within a few hundred steps while the language model still ignored it; frozen random features
+    # kept them (README, "Default model").  LoRA never touches the vision encoder anyway.  Checkpoints
+    # hold trainable weights only: a resumed from-scratch run rebuilds the frozen tower from its seed.
+    freeze_vision: bool = False
 
     def __post_init__(self) -> None:
         _require(bool(self.name_or_path.strip()), "name_or_path", self.name_or_path,

@@ -27,6 +27,9 @@ Two variants test ideas for making the grounded tokens learnable sooner:
   as Qwen3-VL does with its textual timestamps.  With one contiguous video, a clue's
   ``[1.0-1.5s]`` can reach the frames at 1.0 s only through rotary positions, which are
   relative; with stamps it can match the text ``1.0`` by content.
+* ``--freeze-vision`` keeps the vision tower (and its merger) at its random init: its
+  features already carry the clip's colours (a linear probe reads them), while a tower
+  trained from scratch next to a language model that still ignores it loses them.
 * ``--copy-warmup N`` first trains N steps of the ``copy`` task (48 tokens) so the model
   starts the real rows with a working copy (induction) circuit.
 
@@ -151,7 +154,10 @@ def run_tokens(args: argparse.Namespace) -> int:
         model_build.SMALL_SIZES.update(json.loads(args.sizes))
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
-    cfg = load_config(Stage1RunConfig, str(STAGE1_CONFIG), [f"data.train_path={args.train}", "data.num_workers=0"])
+    overrides = [f"data.train_path={args.train}", "data.num_workers=0"]
+    if args.freeze_vision:
+        overrides.append("model.freeze_vision=true")
+    cfg = load_config(Stage1RunConfig, str(STAGE1_CONFIG), overrides)
     trainer = stage1.setup(cfg)
     model, data, collate = trainer.model, trainer.train_data, trainer.collate.collate_fn
     tok = trainer.built.processor.tokenizer
@@ -200,7 +206,8 @@ def run_tokens(args: argparse.Namespace) -> int:
         model.train()
         return {name: round(hits[name] / seen[name], 3) for name in sorted(seen)}
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.01,
+                            betas=(0.9, 0.98))
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters, {n} samples ({HELD_OUT} held out)", flush=True)
     if args.copy_warmup:
         _train_copy(model, opt, len(tok), args.copy_warmup, args.lr, 2 * COPY_LEN, args.every, args.warmup)
@@ -245,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-video", action="store_true", help="drop the video tokens (text-only rows)")
     t.add_argument("--frame-stamps", action="store_true",
                    help="a time stamp before each temporal group of the video (see the module docstring)")
+    t.add_argument("--freeze-vision", action="store_true", help="keep the vision tower at its random init")
     t.add_argument("--copy-warmup", type=int, default=0, metavar="N", help="first train N steps of the copy task")
     t.add_argument("--warmup", type=int, default=30)
     t.set_defaults(func=run_tokens)

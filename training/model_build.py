@@ -115,10 +115,14 @@ def add_lora(model: Any, cfg: ModelConfig, fam: backbones.Family) -> Any:
 
 
 def _set_trainable(model: torch.nn.Module, cfg: ModelConfig, from_scratch: bool) -> None:
-    """Full training for from-scratch models and ``finetune=full``; nothing for ``frozen``."""
+    """Full training for from-scratch models and ``finetune=full``; nothing for ``frozen``;
+    ``freeze_vision`` then fixes the vision encoder."""
     train_all = from_scratch or cfg.finetune == "full"
     for p in model.parameters():
         p.requires_grad_(train_all)
+    if cfg.freeze_vision:
+        for p in backbones.family_of(model).vision_module(model).parameters():
+            p.requires_grad_(False)
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
