@@ -41,6 +41,11 @@ def test_tokens_probe_reports_every_class(tmp_path, capsys):
     assert main(args + ["--frame-stamps", "--copy-warmup", "1", "--every", "1"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert rows[0]["task"] == "copy" and rows[-1]["step"] == 1 and "cl_colour" in rows[-1]["accuracy"]
+    assert main(["colours", "--train", str(tmp_path / clueworld.JSONL_NAME), "--steps", "2", "--batch", "2",
+                 "--freeze-vision", "--video-only", "--linear-probe", "--every", "1"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert 0.0 <= rows[0]["no_clip_bigram_accuracy"] <= 1.0 and set(rows[1]["linear_probe_accuracy"]) == set(clueworld.COLOUR_NAMES)
+    assert [r["step"] for r in rows[2:]] == [1, 2] and all(0.0 <= r["colour_accuracy"] <= 1.0 for r in rows[2:])
 
 
 def test_stamp_frames_splits_the_video_into_stamped_groups():
@@ -89,3 +94,36 @@ def test_stamped_rows_run_through_the_model():
     with torch.no_grad():
         logits = model(input_ids=x, mm_token_type_ids=(x == proc.video_token_id).long() * 2, **row.vision).logits
     assert logits.shape[:2] == x.shape and torch.isfinite(logits).all()
+
+
+def test_clip_colours_and_the_no_clip_baseline():
+    import numpy as np
+
+    from training.diagnose import bigram_accuracy, clip_colours
+
+    frames = np.zeros((2, 20, 20, 3), dtype=np.uint8)
+    frames[1, :10, :10] = (220, 40, 40)   # 100 red pixels
+    frames[0, :2, :2] = (40, 190, 60)      # 4 green pixels: below min_pixels
+    palette = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 90, 240)}
+    assert clip_colours(frames, palette) == ["red"]
+    assert clip_colours(frames, palette, min_pixels=4) == ["green", "red"]
+    train = [["blue", "red"], ["blue", "red"], ["green", "red"]]
+    assert bigram_accuracy(train, [["blue", "red"]]) == 1.0  # "<s>" -> blue, blue -> red
+    assert bigram_accuracy(train, [["green", "white"]]) == 0.0
+
+
+def test_shortcut_counts_questions_only_the_answer_names_a_clip_object(tmp_path, capsys):
+    from cluenet.data import clueworld
+
+    clueworld.generate(tmp_path, 2, seed=7, write_video=False)
+    path = tmp_path / clueworld.JSONL_NAME
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for r, answer in zip(rows, (0, 1)):  # the clip has a red circle; only option A names it
+        r["events"] = [{"id": "c1", "start": 0.0, "end": 0.5, "text": "the red circle enters from the left"}]
+        r["options"] = ["the red circle hit it", "the blue square hit it", "it stopped", "the white ring hit it",
+                        "the green cross hit it"]
+        r["answer"], r["qtype"] = answer, "CW"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["shortcut", "--data", str(path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {"questions": 2, "answer_only_option_naming_a_clip_object": 0.5, "by_type": {"CW": 0.5}}

@@ -3,6 +3,9 @@
     python -m training.diagnose tokens --train runs/default/data/train/clueworld.jsonl \\
         [--lr 3e-3 --batch 8 --steps 900 --every 50 --chain-weight 5 --sizes '{"text_hidden": 128}' --no-video
          --frame-stamps --copy-warmup 300]
+    python -m training.diagnose colours --train runs/default/data/train/clueworld.jsonl [--freeze-vision
+        --video-only --vision-lr 3e-2 --linear-probe]
+    python -m training.diagnose shortcut --data runs/default/data/test/clueworld.jsonl
     python -m training.diagnose copy [--lr 3e-3 --steps 300]
 
 ``tokens`` trains the stage-1 model (``training/configs/stage1_clueworld.yaml``, E + R
@@ -33,6 +36,15 @@ Two variants test ideas for making the grounded tokens learnable sooner:
 * ``--copy-warmup N`` first trains N steps of the ``copy`` task (48 tokens) so the model
   starts the real rows with a working copy (induction) circuit.
 
+``colours`` asks the plainest question of the clip: the target is only the sorted list
+of palette colours visible anywhere in it.  It prints the no-clip baseline (each colour
+predicted from the previous one, a bigram of the training lists), ``--linear-probe``
+also fits least squares on the untrained tower's mean-pooled features (one presence
+bit per colour), then trains and prints the colour tokens' accuracy on 64 held-out clips.
+
+``shortcut --data test.jsonl`` counts the questions whose answer is the only option
+naming an object (colour + shape) that occurs in the clip's events.
+
 ``copy`` trains the same classes on a synthetic copy task (24 random tokens, a
 separator, the same 24 again) and prints the accuracy of the copied half: a check that
 the architecture forms an induction (copy) circuit quickly when the lookup is simple.
@@ -49,6 +61,7 @@ from typing import Any, Sequence
 import torch
 
 HELD_OUT = 48
+HELD_OUT_CLIPS = 64  # colours: held-out clips (a quarter of smaller sets)
 STAGE1_CONFIG = Path(__file__).resolve().parent / "configs" / "stage1_clueworld.yaml"
 COPY_LEN, COPY_BATCH = 24, 16
 
@@ -241,6 +254,145 @@ def run_copy(args: argparse.Namespace) -> int:
     return 0
 
 
+def clip_colours(frames: Any, palette: dict[str, Sequence[int]], tol: int = 30, min_pixels: int = 50) -> list[str]:
+    """Sorted palette names with at least ``min_pixels`` pixels within ``tol`` (L1) in any frame."""
+    import numpy as np
+
+    px = np.asarray(frames).reshape(-1, 3).astype(int)
+    return sorted(k for k, v in palette.items() if (np.abs(px - np.asarray(v)).sum(1) < tol).sum() >= min_pixels)
+
+
+def bigram_accuracy(train: Sequence[Sequence[str]], held: Sequence[Sequence[str]]) -> float:
+    """Teacher-forced accuracy of predicting each item from the previous one (no clip)."""
+    from collections import Counter, defaultdict
+
+    nxt: dict[str, Counter] = defaultdict(Counter)
+    for seq in train:
+        for prev, cur in zip(["<s>", *seq], [*seq, "</s>"]):
+            nxt[prev][cur] += 1
+    hits = total = 0
+    for seq in held:
+        for prev, cur in zip(["<s>", *seq], seq):
+            total += 1
+            hits += int(bool(nxt[prev]) and nxt[prev].most_common(1)[0][0] == cur)
+    return hits / max(total, 1)
+
+
+def run_colours(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cluenet import prompts
+    from cluenet.data import clueworld as cw
+    from cluenet.data.jsonl import read_samples
+    from training import common, model_build
+    from training import data as tdata
+    from training.config import ModelConfig
+    from training.make_default_model import _processor_fn
+
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    built = model_build.build(ModelConfig(name_or_path="small:qwen2_vl", finetune="full",
+                                          freeze_vision=args.freeze_vision), seed=args.seed)
+    model, tok = built.model, built.processor.tokenizer
+    samples = read_samples(args.train)
+    n_held = min(HELD_OUT_CLIPS, len(samples) // 4)
+    if len(samples) - n_held < max(args.batch, 4):
+        raise SystemExit(f"need at least {max(args.batch, 4) + n_held} samples, got {len(samples)}")
+    store = tdata.VisionStore(Path(args.train).parent / "vision_store", _processor_fn())
+    render = tdata.ClueWorldFrames()
+    colours: dict[str, list[str]] = {}
+
+    def colours_of(s: Any) -> list[str]:
+        if s.id not in colours:
+            colours[s.id] = clip_colours(render(s)[0], cw.COLOURS)
+        return colours[s.id]
+
+    held, pool = samples[-n_held:], samples[:-n_held][:args.pool]
+    print(json.dumps({"no_clip_bigram_accuracy": round(bigram_accuracy([colours_of(s) for s in pool[:1000]],
+                                                                      [colours_of(s) for s in held]), 3)}), flush=True)
+    vid = built.processor.video_token_id
+
+    def row(s: Any) -> tdata.Row:
+        p = store.prefix(s, "direct")
+        ids = p.ids
+        if args.video_only:  # <|vision_start|> video tokens <|vision_end|>
+            a = ids.index(vid)
+            ids = ids[a - 1:a + ids.count(vid) + 1]
+        tgt = prompts.encode_text(tok, " " + " ".join(colours_of(s)) + prompts.END_OF_TURN)
+        return tdata.Row(ids + tgt, [-100] * len(ids) + tgt, [0.0] * len(ids) + [1.0] * len(tgt), p.vision)
+
+    if args.linear_probe:
+        feats, bits = [], []
+        with torch.no_grad():
+            for s in pool[:400]:
+                v = store.prefix(s, "direct").vision
+                out = model.model.get_video_features(pixel_values_videos=v["pixel_values_videos"],
+                                                     video_grid_thw=v["video_grid_thw"], return_dict=True).pooler_output
+                feats.append(torch.cat(list(out)).mean(0).numpy() if isinstance(out, (list, tuple)) else out.mean(0).numpy())
+                bits.append([int(c in colours_of(s)) for c in cw.COLOUR_NAMES])
+        x, y = np.c_[np.array(feats), np.ones(len(feats))], np.array(bits)
+        cut = len(x) * 3 // 4  # fit on the first 3/4, score the rest
+        w, *_ = np.linalg.lstsq(x[:cut], 2 * y[:cut] - 1, rcond=None)
+        acc = ((x[cut:] @ w > 0) == (y[cut:] > 0)).mean(0)
+        print(json.dumps({"linear_probe_accuracy": dict(zip(cw.COLOUR_NAMES, acc.round(2).tolist())),
+                          "base_rate": dict(zip(cw.COLOUR_NAMES, y[cut:].mean(0).round(2).tolist()))}), flush=True)
+
+    colour_ids = {tok.convert_tokens_to_ids("Ġ" + c) for c in cw.COLOUR_NAMES}
+    collate = tdata.Collator(tok.pad_token_id, vid)
+
+    @torch.no_grad()
+    def evaluate() -> float:
+        model.eval()
+        b = collate([[row(s)] for s in held])
+        pred = common.lm_forward(model, b).logits[:, :-1].argmax(-1)
+        lab = b["labels"][:, 1:]
+        mask = torch.zeros_like(lab, dtype=torch.bool)
+        for t in colour_ids:
+            mask |= lab == t
+        model.train()
+        return round(float((pred[mask] == lab[mask]).float().mean()), 3)
+
+    vision = {id(p) for p in built.family.vision_module(model).parameters()}
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in vision], "base": args.lr},
+              {"params": [p for p in model.parameters() if p.requires_grad and id(p) in vision],
+               "base": args.vision_lr or args.lr}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    t0 = time.time()
+    for step in range(1, args.steps + 1):
+        for g in opt.param_groups:
+            g["lr"] = g["base"] * min(1.0, step / args.warmup)
+        b = collate([[row(s)] for s in rng.sample(pool, args.batch)])
+        loss, _ = common.weighted_lm_loss(common.lm_forward(model, b).logits, b)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % args.every == 0 or step == args.steps:
+            print(json.dumps({"step": step, "seconds": round(time.time() - t0), "loss": round(loss.item(), 4),
+                              "colour_accuracy": evaluate()}), flush=True)
+    return 0
+
+
+def run_shortcut(args: argparse.Namespace) -> int:
+    import re
+    from collections import Counter
+
+    from cluenet.data import clueworld as cw
+    from cluenet.data.jsonl import read_samples
+
+    name = re.compile(r"\b(?:%s) (?:%s)\b" % ("|".join(cw.COLOUR_NAMES), "|".join(cw.SHAPES)))
+    only, seen = Counter(), Counter()
+    for s in read_samples(args.data):
+        in_clip = {m.group(0) for e in s.events for m in name.finditer(e.text)}
+        naming = [i for i, o in enumerate(s.options) if any(m.group(0) in in_clip for m in name.finditer(o))]
+        seen[s.qtype] += 1
+        only[s.qtype] += int(naming == [s.answer])
+    total = sum(seen.values())
+    print(json.dumps({"questions": total, "answer_only_option_naming_a_clip_object": round(sum(only.values()) / total, 3),
+                      "by_type": {q: round(only[q] / seen[q], 2) for q in sorted(seen)}}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.diagnose", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -256,9 +408,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--copy-warmup", type=int, default=0, metavar="N", help="first train N steps of the copy task")
     t.add_argument("--warmup", type=int, default=30)
     t.set_defaults(func=run_tokens)
+    k = sub.add_parser("colours", help="can the model read which colours are in the clip?")
+    k.add_argument("--train", required=True, help="ClueWorld training JSONL with its vision_store/ beside it")
+    k.add_argument("--batch", type=int, default=8)
+    k.add_argument("--pool", type=int, default=1500, help="training clips drawn from (their colours are cached)")
+    k.add_argument("--vision-lr", type=float, default=0.0, help="learning rate of the vision tower (default: --lr)")
+    k.add_argument("--freeze-vision", action="store_true", help="keep the vision tower at its random init")
+    k.add_argument("--video-only", action="store_true", help="the video tokens are the whole prompt")
+    k.add_argument("--linear-probe", action="store_true", help="also fit the least-squares probe at init")
+    k.add_argument("--warmup", type=int, default=30)
+    k.set_defaults(func=run_colours)
+    sc = sub.add_parser("shortcut", help="how often the answer is the only option naming an object of the clip")
+    sc.add_argument("--data", required=True, help="ClueWorld JSONL (with events)")
+    sc.set_defaults(func=run_shortcut)
     c = sub.add_parser("copy", help="the same classes on a synthetic copy task")
     c.set_defaults(func=run_copy)
-    for q, steps in ((t, 600), (c, 300)):
+    for q, steps in ((t, 600), (k, 400), (c, 300)):
         q.add_argument("--lr", type=float, default=3e-3)
         q.add_argument("--steps", type=int, default=steps)
         q.add_argument("--every", type=int, default=50, help="print every N steps")
