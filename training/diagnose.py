@@ -129,6 +129,20 @@ def stamp_frames(row: Any, video_id: int, vision_start: int, vision_end: int, st
     return row
 
 
+def _warm_up(opt: torch.optim.Optimizer, step: int, warmup: int) -> None:
+    """Linear warm-up of every group's lr to the lr it was built with (kept as ``base``)."""
+    for g in opt.param_groups:
+        g["lr"] = g.setdefault("base", g["lr"]) * min(1.0, step / warmup)
+
+
+def _update(model: Any, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One AdamW step on ``loss`` with the gradient norm clipped to 1."""
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+
 def _copy_batch(vocab: int, length: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``x <sep> x`` rows of random ids (the first 10 ids, the special tokens, excluded); labels on the copy."""
     x = torch.randint(10, vocab, (batch, length))
@@ -138,19 +152,15 @@ def _copy_batch(vocab: int, length: int, batch: int) -> tuple[torch.Tensor, torc
     return ids, labels
 
 
-def _train_copy(model: Any, opt: torch.optim.Optimizer, vocab: int, steps: int, lr: float, length: int,
+def _train_copy(model: Any, opt: torch.optim.Optimizer, vocab: int, steps: int, length: int,
                 every: int, warmup: int = 30) -> None:
     """``steps`` AdamW steps of the copy task; prints the copied half's accuracy every ``every`` steps."""
     t0 = time.time()
     for step in range(1, steps + 1):
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, step / warmup)
+        _warm_up(opt, step, warmup)
         ids, labels = _copy_batch(vocab, length, COPY_BATCH)
         out = model(input_ids=ids, labels=labels)
-        opt.zero_grad()
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        _update(model, opt, out.loss)
         if step % every == 0 or step == steps:
             acc = (out.logits[:, length:-1].argmax(-1) == ids[:, length + 1:]).float().mean().item()
             print(json.dumps({"task": "copy", "step": step, "seconds": round(time.time() - t0), "loss": round(out.loss.item(), 4),
@@ -223,17 +233,13 @@ def run_tokens(args: argparse.Namespace) -> int:
                             betas=(0.9, 0.98))
     print(f"{sum(p.numel() for p in model.parameters()):,} parameters, {n} samples ({HELD_OUT} held out)", flush=True)
     if args.copy_warmup:
-        _train_copy(model, opt, len(tok), args.copy_warmup, args.lr, 2 * COPY_LEN, args.every, args.warmup)
+        _train_copy(model, opt, len(tok), args.copy_warmup, 2 * COPY_LEN, args.every, args.warmup)
     t0 = time.time()
     for step in range(1, args.steps + 1):
-        for g in opt.param_groups:
-            g["lr"] = args.lr * min(1.0, step / args.warmup)
+        _warm_up(opt, step, args.warmup)
         b, _ = batch(rng.sample(pool, args.batch), args.chain_weight)
         loss, _ = common.weighted_lm_loss(common.lm_forward(model, b).logits, b)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        _update(model, opt, loss)
         if step % args.every == 0 or step == args.steps:
             print(json.dumps({"step": step, "rows": step * args.batch, "seconds": round(time.time() - t0),
                               "loss": round(loss.item(), 4), "accuracy": evaluate()}), flush=True)
@@ -250,7 +256,7 @@ def run_copy(args: argparse.Namespace) -> int:
     tok = tokmod.load()
     model = transformers.Qwen2VLForConditionalGeneration(small_config("qwen2_vl", tok))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
-    _train_copy(model, opt, len(tok), args.steps, args.lr, COPY_LEN, args.every)
+    _train_copy(model, opt, len(tok), args.steps, COPY_LEN, args.every)
     return 0
 
 
@@ -353,20 +359,16 @@ def run_colours(args: argparse.Namespace) -> int:
         return round(float((pred[mask] == lab[mask]).float().mean()), 3)
 
     vision = {id(p) for p in built.family.vision_module(model).parameters()}
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in vision], "base": args.lr},
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in vision], "lr": args.lr},
               {"params": [p for p in model.parameters() if p.requires_grad and id(p) in vision],
-               "base": args.vision_lr or args.lr}]
+               "lr": args.vision_lr or args.lr}]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     t0 = time.time()
     for step in range(1, args.steps + 1):
-        for g in opt.param_groups:
-            g["lr"] = g["base"] * min(1.0, step / args.warmup)
+        _warm_up(opt, step, args.warmup)
         b = collate([[row(s)] for s in rng.sample(pool, args.batch)])
         loss, _ = common.weighted_lm_loss(common.lm_forward(model, b).logits, b)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        _update(model, opt, loss)
         if step % args.every == 0 or step == args.steps:
             print(json.dumps({"step": step, "seconds": round(time.time() - t0), "loss": round(loss.item(), 4),
                               "colour_accuracy": evaluate()}), flush=True)
