@@ -28,6 +28,7 @@ import os
 import pickle
 import select
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -37,7 +38,7 @@ from typing import Any
 
 from .errors import VideoError
 
-HEADER = __import__("struct").Struct("<Q")  # length prefix of every message
+HEADER = struct.Struct("<Q")               # length prefix of every message
 PRELOAD = ("av", "decord")                  # imported once by the server, so children start warm
 _CHUNK = 1 << 20
 _SERVER_GRACE_S = 10.0                      # caller's backstop on top of the child's timeout
