@@ -16,6 +16,7 @@ The library behind ClueNet Explorer.  Modules, one concept each:
     filter      the adaptive clue filter head and threshold
     cache       the bounded clip / vision-feature / prefix cache
     model       the ClueNet pipeline (two passes over one cached prefix)
+    pretrained  the saved model folder (load / save) and the embedded default model
     analysis    hallucination and faithfulness flags
     casestudy   resumable runs over a dataset split; tags, report, imports, dashboard beside it
     plots       plotly figures of one trace; frames: the frame strip

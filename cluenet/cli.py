@@ -14,6 +14,8 @@ import argparse
 import json
 import sys
 
+from .schema import LETTERS, Trace
+
 EXIT_BAD_INPUT = 2
 
 
@@ -31,9 +33,33 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from .model import run_infer_cli  # heavy import (torch, transformers) only when needed
+    """Run ``ClueNet.analyze`` and print the Trace (JSON with --json)."""
+    from .model import ClueNet  # heavy import (torch, transformers) only when needed
 
-    return run_infer_cli(args)
+    net = ClueNet.from_pretrained(args.model, adapter=args.adapter, filter_head=args.filter_head, device=args.device)
+    trace = net.analyze(args.video, args.question, args.options, num_frames=args.frames)
+    print(trace.to_json() if args.json else summary(trace))
+    return 0
+
+
+def summary(trace: Trace) -> str:
+    """A readable multi-line summary of a Trace."""
+    lines = [f"clip: {trace.clip.name} ({len(trace.clip.frame_times)} frames)   model: {trace.model.name}"]
+    if trace.model.trained_on:
+        lines.append(f"trained on: {trace.model.trained_on}")
+    lines.append(f"question: {trace.question}")
+    for c in trace.clues:
+        mark = "kept" if c.kept else "drop"
+        score = "" if c.score is None else f" u={c.score:.2f}"
+        lines.append(f"  [{mark}{score}] {c.id} [{c.start:.1f}-{c.end:.1f}s] {c.text}")
+    for i, s in enumerate(trace.chain, 1):
+        lines.append(f"  {i}. ({','.join(s.cites)}) {s.text}")
+    for i, (o, p) in enumerate(zip(trace.options, trace.option_probs)):
+        star = "*" if i == trace.answer else " "
+        lines.append(f" {star}{LETTERS[i]}. {o}  p={p:.3f}")
+    lines += [f"warning: {w}" for w in trace.warnings]
+    lines.append("timings: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in trace.timings.items()))
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,10 +22,12 @@ text, scatters the features into the video-pad positions and computes the (m)rop
 positions from ``input_ids`` / ``mm_token_type_ids`` / ``video_grid_thw``).  The prefix
 KV cache of recent questions is kept too, so ``reason`` / ``refilter`` run pass 2 only.
 Not thread-safe: one ClueNet serves one request at a time.
+
+Reading and writing weights (the saved folder, the embedded default model) is
+``cluenet.pretrained``; the ``infer`` command line is ``cluenet.cli``.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,7 +36,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from . import backbones, prompts
+from . import backbones, pretrained, prompts
 from .cache import ClipCache, frames_digest
 from .errors import InputError, ModelError
 from .filter import FilterHead, select, similarity_scores, threshold
@@ -50,12 +52,7 @@ MAX_CHAIN_TOKENS = 320  # pass 2 / cot cap
 MIN_FRAMES, MAX_FRAMES = 2, 64
 DEFAULT_NUM_FRAMES = 8
 DECODE_MAX_SIDE = 448  # frames are decoded at most this large; processors resize further
-DEFAULT_SEED = 0
 PREFIX_STATES = 8  # prefix KV caches kept for reason / refilter (LRU, also bounded in bytes)
-RANDOM_TRAINED_ON = "nothing: random weights (no trained model shipped yet)"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "model"
-CONFIG_FILE = "cluenet.json"
-HEAD_FILE = "filter_head.safetensors"
 
 
 @dataclass(frozen=True)
@@ -147,14 +144,7 @@ class ClueNet:
                         name: str = "in-memory", trained_on: str = "", num_frames: int = DEFAULT_NUM_FRAMES,
                         **kw: Any) -> "ClueNet":
         """Wrap an in-memory transformers model + processor (tests, training)."""
-        p = next(model.parameters())
-        info = ModelInfo(
-            name=name, backbone=backbones.family_of(model).name, device=str(p.device),
-            dtype=str(p.dtype).replace("torch.", ""),
-            attn_implementation=str(getattr(backbones.unwrap(model).config, "_attn_implementation", "") or ""),
-            trained_on=trained_on, mode="cluenet" if filter_head is not None else "training-free",
-            filter_head="in-memory" if filter_head is not None else "",
-        )
+        info = pretrained.in_memory_info(model, filter_head, name, trained_on)
         return cls(model, processor, filter_head, info, num_frames=num_frames, **kw)
 
     @classmethod
@@ -167,55 +157,18 @@ class ClueNet:
         a tiny random Qwen2.5-VL built from ``backbones.tiny_config`` with the shipped
         tokenizer and a fixed seed (``info.trained_on`` then says so).  ``adapter`` is a
         PEFT folder (safetensors); ``filter_head`` a ``FilterHead`` safetensors file
-        (default: the folder's ``filter_head.safetensors`` if present).
+        (default: the folder's ``filter_head.safetensors`` if present).  The files are
+        read by ``cluenet.pretrained.load``.
         """
-        if model is None and not (DEFAULT_MODEL_DIR / "config.json").is_file():
-            return cls._random_default(device)
-        path = str(model if model is not None else DEFAULT_MODEL_DIR)
-        net, proc, fam = backbones.load_pretrained(path, device, _dtype(dtype), trust_remote_code)
-        meta = _read_meta(path)
-        if adapter:
-            net = _load_adapter(net, adapter)
-        head_path = filter_head or (str(Path(path) / HEAD_FILE) if (Path(path) / HEAD_FILE).is_file() else None)
-        head = FilterHead.load(head_path, int(net.config.get_text_config().hidden_size)) if head_path else None
-        p = next(net.parameters())
-        info = ModelInfo(
-            name=str(model if model is not None else "assets/model"), backbone=fam.name, adapter=adapter or "",
-            filter_head=head_path or "", device=str(p.device), dtype=str(p.dtype).replace("torch.", ""),
-            attn_implementation=str(getattr(net.config, "_attn_implementation", "") or ""),
-            trained_on=str(meta.get("trained_on", "")), mode="cluenet" if head else "training-free",
-        )
-        return cls(net, proc, head, info, num_frames=int(meta.get("num_frames", DEFAULT_NUM_FRAMES)))
-
-    @classmethod
-    def _random_default(cls, device: str | None) -> "ClueNet":
-        net, proc = backbones.tiny_model(backbones.PRIMARY, seed=DEFAULT_SEED)
-        net = net.to(device or "cpu")
-        torch.manual_seed(DEFAULT_SEED)
-        head = FilterHead(int(net.config.get_text_config().hidden_size)).eval()
-        return cls.from_components(net, proc, head, name=f"tiny-random-{backbones.PRIMARY}",
-                                   trained_on=RANDOM_TRAINED_ON)
+        got = pretrained.load(model, adapter, filter_head, device, dtype, trust_remote_code)
+        num_frames = got.num_frames if got.num_frames is not None else DEFAULT_NUM_FRAMES
+        return cls(got.model, got.processor, got.filter_head, got.info, num_frames=num_frames)
 
     def save(self, folder: str | Path, trained_on: str | None = None) -> Path:
-        """Write a folder that ``from_pretrained(folder)`` loads back::
-
-            folder/
-              config.json, model.safetensors      the backbone (adapter merged if any)
-              tokenizer.json, tokenizer_config.json, chat_template.jinja, processor_config.json ...
-              filter_head.safetensors              when the pipeline has a filter head
-              cluenet.json                         {"backbone", "trained_on", "num_frames"}
-        """
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        net = self.model.merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model
-        net.save_pretrained(str(folder), safe_serialization=True)
-        self.processor.save_pretrained(str(folder))
-        if self.filter_head is not None:
-            self.filter_head.save(folder / HEAD_FILE)
-        meta = {"backbone": self.family.name, "trained_on": self.info.trained_on if trained_on is None else trained_on,
-                "num_frames": self.num_frames}
-        (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-        return folder
+        """Write a folder that ``from_pretrained(folder)`` loads back (layout: ``cluenet.pretrained``);
+        ``trained_on`` defaults to this model's ``info.trained_on``."""
+        return pretrained.save(folder, self.model, self.processor, self.filter_head, self.family.name,
+                               self.info.trained_on if trained_on is None else trained_on, self.num_frames)
 
     # ------------------------------------------------------------------ public API
     def analyze(self, video: Any, question: str, options: Sequence[str], num_frames: int | None = None,
@@ -693,59 +646,3 @@ def _prefix_bytes(prefix: _Prefix) -> int:
     layers = getattr(prefix.cache, "layers", [])
     kv = sum(int(l.keys.numel() * l.keys.element_size() * 2) for l in layers if getattr(l, "keys", None) is not None)
     return kv + int(prefix.logits.numel() * 4)
-
-
-def _dtype(dtype: Any):
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return getattr(torch, str(dtype))
-    except AttributeError:
-        raise InputError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16") from None
-
-
-def _read_meta(path: str) -> dict:
-    f = Path(path) / CONFIG_FILE
-    if not f.is_file():
-        return {}
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{f} is not valid JSON: {exc}") from exc
-
-
-def _load_adapter(model: Any, adapter: str) -> Any:
-    from peft import PeftModel
-
-    if not (Path(adapter) / "adapter_model.safetensors").is_file():
-        raise ModelError(f"no adapter_model.safetensors in {adapter}")
-    return PeftModel.from_pretrained(model, adapter, is_trainable=False).eval()
-
-
-# ----------------------------------------------------------------------------- CLI
-def run_infer_cli(args: Any) -> int:
-    """``python -m cluenet infer``: run ``analyze`` and print the Trace (JSON with --json)."""
-    net = ClueNet.from_pretrained(args.model, adapter=args.adapter, filter_head=args.filter_head, device=args.device)
-    trace = net.analyze(args.video, args.question, args.options, num_frames=args.frames)
-    print(trace.to_json() if args.json else summary(trace))
-    return 0
-
-
-def summary(trace: Trace) -> str:
-    """A readable multi-line summary of a Trace."""
-    lines = [f"clip: {trace.clip.name} ({len(trace.clip.frame_times)} frames)   model: {trace.model.name}"]
-    if trace.model.trained_on:
-        lines.append(f"trained on: {trace.model.trained_on}")
-    lines.append(f"question: {trace.question}")
-    for c in trace.clues:
-        mark = "kept" if c.kept else "drop"
-        score = "" if c.score is None else f" u={c.score:.2f}"
-        lines.append(f"  [{mark}{score}] {c.id} [{c.start:.1f}-{c.end:.1f}s] {c.text}")
-    for i, s in enumerate(trace.chain, 1):
-        lines.append(f"  {i}. ({','.join(s.cites)}) {s.text}")
-    for i, (o, p) in enumerate(zip(trace.options, trace.option_probs)):
-        star = "*" if i == trace.answer else " "
-        lines.append(f" {star}{LETTERS[i]}. {o}  p={p:.3f}")
-    lines += [f"warning: {w}" for w in trace.warnings]
-    lines.append("timings: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in trace.timings.items()))
-    return "\n".join(lines)

@@ -201,18 +201,19 @@ def test_head_size_mismatch_is_model_error(tiny_qwen):
 
 
 def test_default_model_is_random_and_says_so(monkeypatch, tmp_path):
-    import cluenet.model as m
+    from cluenet import pretrained
 
-    monkeypatch.setattr(m, "DEFAULT_MODEL_DIR", tmp_path / "absent")
+    monkeypatch.setattr(pretrained, "DEFAULT_MODEL_DIR", tmp_path / "absent")
     net = ClueNet.from_pretrained()
-    assert net.info.trained_on == m.RANDOM_TRAINED_ON and net.info.backbone == "qwen2_5_vl"
+    assert net.info.trained_on == pretrained.RANDOM_TRAINED_ON and net.info.backbone == "qwen2_5_vl"
 
 
 def test_infer_cli_json(tiny_video_file, capsys, monkeypatch, tmp_path):
     import cluenet.model as m
+    from cluenet import pretrained
     from cluenet.cli import main
 
-    monkeypatch.setattr(m, "DEFAULT_MODEL_DIR", tmp_path / "absent")
+    monkeypatch.setattr(pretrained, "DEFAULT_MODEL_DIR", tmp_path / "absent")
     monkeypatch.setattr(m, "MAX_CLUE_TOKENS", 4)
     monkeypatch.setattr(m, "MAX_CHAIN_TOKENS", 4)
     rc = main(["infer", "--video", str(tiny_video_file), "--question", "What moves?", "--option", "red",
