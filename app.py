@@ -45,7 +45,7 @@ import gradio as gr
 import numpy as np
 
 from cluenet import frames as fr
-from cluenet import plots, ui_analyst, video
+from cluenet import plots, runstore, ui_analyst, video
 from cluenet.errors import ClueNetError, InputError
 from cluenet.schema import LETTERS, FilterSettings, ModelInfo, Trace
 
@@ -690,7 +690,7 @@ def build_demo(model_loader: Callable[[], Any] | None = None, examples_dir: Path
     tab reads datasets under ``data_roots`` (default: the working directory and the
     assets) and keeps runs under ``runs_root`` (created on the first run)."""
     holder = ModelHolder(model_loader or default_loader())
-    roots = ui_analyst.Roots.make(data_roots or (Path.cwd(), ASSETS_DIR), runs_root)
+    roots = runstore.Roots.make(data_roots or (Path.cwd(), ASSETS_DIR), runs_root)
     examples = load_examples(examples_dir)
     with gr.Blocks(title="ClueNet Explorer", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown("# ClueNet Explorer\nWhich visual clues does a video QA model extract, keep and cite? "

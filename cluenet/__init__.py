@@ -19,6 +19,7 @@ The library behind ClueNet Explorer.  Modules, one concept each:
     pretrained  the saved model folder (load / save) and the embedded default model
     analysis    hallucination and faithfulness flags
     casestudy   resumable runs over a dataset split; tags, report, imports, dashboard beside it
+    runstore    where the analyst's runs live on a server: checked paths, run / load / import
     plots       plotly figures of one trace; frames: the frame strip
     examples    the example clips and traces the app ships
 """

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import app
-from cluenet import casestudy, ui_analyst
+from cluenet import casestudy, runstore, ui_analyst
 from cluenet.data.jsonl import write_jsonl
 from cluenet.errors import ConfigError, InputError
 from cluenet.schema import ClipInfo, Clue, Flag, ModelInfo, Sample, Step, Trace
@@ -76,7 +76,7 @@ def write_run(data_root: Path, runs_root: Path, name: str = "demo-run") -> Path:
 @pytest.fixture
 def roots(tmp_path):
     (tmp_path / "data").mkdir()
-    return ui_analyst.Roots.make([tmp_path / "data"], tmp_path / "runs")
+    return runstore.Roots.make([tmp_path / "data"], tmp_path / "runs")
 
 
 @pytest.fixture
@@ -88,36 +88,36 @@ def saved(roots):
 def test_data_paths_outside_the_roots_are_refused(roots, tmp_path):
     inside = roots.data[0] / "split.jsonl"
     inside.write_text("")
-    assert ui_analyst.resolve_data_path("split.jsonl", roots) == inside  # relative to the data root
-    assert ui_analyst.resolve_data_path(str(inside), roots) == inside
+    assert runstore.resolve_data_path("split.jsonl", roots) == inside  # relative to the data root
+    assert runstore.resolve_data_path(str(inside), roots) == inside
     (tmp_path / "secret.jsonl").write_text("")
     os.symlink(tmp_path / "secret.jsonl", roots.data[0] / "link.jsonl")
     for text in ("/etc/passwd", "../secret.jsonl", str(tmp_path / "secret.jsonl"), "link.jsonl"):
         with pytest.raises(InputError, match="outside the allowed data folders"):
-            ui_analyst.resolve_data_path(text, roots)
+            runstore.resolve_data_path(text, roots)
     (roots.data[0] / "notes.txt").write_text("")
     with pytest.raises(InputError, match="is a .txt file, expected a .jsonl"):
-        ui_analyst.resolve_data_path("notes.txt", roots)
+        runstore.resolve_data_path("notes.txt", roots)
     with pytest.raises(InputError, match="does not exist"):
-        ui_analyst.resolve_data_path("missing.jsonl", roots)
+        runstore.resolve_data_path("missing.jsonl", roots)
     with pytest.raises(InputError, match="no dataset given"):
-        ui_analyst.resolve_data_path("  ", roots)
+        runstore.resolve_data_path("  ", roots)
 
 
 def test_run_names_are_sanitised_and_loads_stay_in_the_runs_root(roots, saved):
-    assert ui_analyst.run_name("../../etc/cron.d") == "etc_cron.d"
-    assert ui_analyst.run_name("my run: v2") == "my_run_v2"
-    assert ui_analyst.run_name("", fallback="clueworld") == "clueworld"
+    assert runstore.run_name("../../etc/cron.d") == "etc_cron.d"
+    assert runstore.run_name("my run: v2") == "my_run_v2"
+    assert runstore.run_name("", fallback="clueworld") == "clueworld"
     with pytest.raises(InputError, match="has no letters or digits"):
-        ui_analyst.run_name("../")
-    with pytest.raises(InputError, match=f"limit {ui_analyst.MAX_RUN_NAME_CHARS}"):
-        ui_analyst.run_name("x" * 65)
-    assert ui_analyst.list_runs(roots) == ["demo-run"]
-    assert ui_analyst.run_folder("demo-run", roots) == saved
+        runstore.run_name("../")
+    with pytest.raises(InputError, match=f"limit {runstore.MAX_RUN_NAME_CHARS}"):
+        runstore.run_name("x" * 65)
+    assert runstore.list_runs(roots) == ["demo-run"]
+    assert runstore.run_folder("demo-run", roots) == saved
     for bad, message in (("../demo-run", "is not a run name"), (str(saved), "is not a run name"),
                          ("other", "no run 'other'"), (None, "no run chosen")):
         with pytest.raises(InputError, match=message):
-            ui_analyst.run_folder(bad, roots)
+            runstore.run_folder(bad, roots)
 
 
 def test_a_bad_run_request_never_reaches_the_model(roots):
@@ -134,7 +134,7 @@ def _ids(df) -> list[str]:
 
 
 def test_table_filters_by_flag_type_and_correctness(roots, saved):
-    run = ui_analyst.open_run("demo-run", roots)
+    run = runstore.open_run("demo-run", roots)
     df, note = ui_analyst.table(run)
     assert _ids(df) == [f"c{i}" for i in range(6)] and note == "6 of 6 cases match"
     assert list(df.columns) == list(casestudy.CASE_COLUMNS)
@@ -153,7 +153,7 @@ def test_table_filters_by_flag_type_and_correctness(roots, saved):
 
 
 def test_opening_a_case_fills_the_trace_view_with_its_clip(roots, saved):
-    run = ui_analyst.open_run("demo-run", roots)
+    run = runstore.open_run("demo-run", roots)
     views = app.trace_views()
     out = ui_analyst.on_open_case(views, roots, run, "c3")
     assert len(out) == 5 + views.panel_outputs + 2
@@ -170,19 +170,19 @@ def test_opening_a_case_fills_the_trace_view_with_its_clip(roots, saved):
 
 def test_a_clip_outside_the_roots_is_not_shown(roots, tmp_path):
     write_run(tmp_path, roots.runs, "elsewhere")  # the data file and clip are outside the data root
-    run = ui_analyst.open_run("elsewhere", roots)
+    run = runstore.open_run("elsewhere", roots)
     assert Path(run.samples["c0"].video).is_file()
     assert ui_analyst.open_case(app.trace_views(), run, "c0", roots)["video"] is None
 
 
 # ----------------------------------------------------------------------------- tags and reports
 def test_tags_persist_across_a_fresh_load(roots, saved):
-    run = ui_analyst.open_run("demo-run", roots)
+    run = runstore.open_run("demo-run", roots)
     out = ui_analyst.on_save_tag(run, "c1", ["videohallucer/temporal", "vidhalluc/action"], " order wrong ",
                                  "unsupported_citation", "any", "all")
     assert "saved tag of c1" in out[0] and "error" not in out[0]
     assert dict(zip(out[1]["id"], out[1]["tags"]))["c1"] == "temporal, action, order wrong"
-    fresh = ui_analyst.open_run("demo-run", roots)  # as after a restart: a new Run from disk
+    fresh = runstore.open_run("demo-run", roots)  # as after a restart: a new Run from disk
     case = ui_analyst.open_case(app.trace_views(), fresh, "c1", roots)
     assert case["categories"] == ["videohallucer/temporal", "vidhalluc/action"] and case["note"] == "order wrong"
     refused = ui_analyst.on_save_tag(fresh, "c1", ["made/up"], "", "any", "any", "all")
@@ -191,7 +191,7 @@ def test_tags_persist_across_a_fresh_load(roots, saved):
 
 
 def test_export_writes_markdown_and_json_with_the_tag(roots, saved):
-    run = ui_analyst.open_run("demo-run", roots)
+    run = runstore.open_run("demo-run", roots)
     ui_analyst.save_tag(run, "c4", ["eventhallusion/entire_event"], "invented collision")
     md, js, status = ui_analyst.on_export(run)
     report = json.loads(Path(js).read_text())
@@ -212,14 +212,14 @@ def test_import_is_copied_under_the_runs_root_and_exports_read_only(roots, tmp_p
     assert run.tags_path.parent == run.folder  # tags beside the copy, not in the upload folder
     ui_analyst.save_tag(run, "4010069381_6", ["eventhallusion/misleading_event"], "prior")
     upload.unlink()  # gradio empties its cache: the import and its tags stay
-    again = ui_analyst.open_run(run.folder.name, roots)
+    again = runstore.open_run(run.folder.name, roots)
     md, js = ui_analyst.export(again)
     report = json.loads(Path(js).read_text())
     assert report["run"]["read_only"] and [e["id"] for e in report["examples"]] == ["4010069381_6"]
     assert "imported predictions, read-only" in Path(md).read_text()
-    assert ui_analyst.list_runs(roots) == [run.folder.name]
+    assert runstore.list_runs(roots) == [run.folder.name]
     upload.write_bytes(LMMS.read_bytes())  # the same file uploaded again: same folder, tags kept
-    again = ui_analyst.import_predictions(roots, str(upload), None, None)
+    again = runstore.import_predictions(roots, str(upload), None, None)
     assert again.folder == run.folder and ui_analyst.table(again)[0]["tags"][0] == "misleading_event, prior"
 
 
@@ -239,7 +239,7 @@ def test_bad_imports_say_what_is_wrong(roots, tmp_path, files, message):
 
 
 def test_dashboard_gives_four_figures_for_a_run_and_notes_without_one(roots, saved):
-    run = ui_analyst.open_run("demo-run", roots)
+    run = runstore.open_run("demo-run", roots)
     summary, *figs = ui_analyst.on_dashboard(run)
     assert "demo-run" in summary and "6 cases" in summary and len(figs) == 4
     assert sorted(figs[0].data[0].x) == ["CW", "DC", "TN"]
