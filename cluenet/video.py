@@ -29,10 +29,13 @@ Choices written down here:
 * **Named limits** (``Limits``) are checked before any decoder sees the file
   (``check_path``: URLs, playlists, non-regular files, suffix, size) and from the
   header (container, duration, resolution) before any frame is decoded.
+* **Display rotation** (a phone's portrait clip stored landscape): the probe reads the display
+  matrix off the first decoded frame; frames are turned upright by ``ProbeInfo.rotation``
+  (``np.rot90``); other angles and mirrors are ignored, noted in ``ProbeInfo.warnings``.  decord
+  turns by its own FFmpeg 4's rules (MP4/MOV only), so such clips go to PyAV ("decord" refuses).
 
-What the guards do not cover: decord opens the file with its own FFmpeg build
-and format probing (no whitelist); we only let it see files that PyAV's
-whitelisted probe accepted.  Display-rotation metadata is ignored.
+What the guards do not cover: decord opens the file with its own FFmpeg build and format
+probing (no whitelist); we only let it see files that PyAV's whitelisted probe accepted.
 """
 from __future__ import annotations
 
@@ -110,8 +113,9 @@ DEFAULT_LIMITS = Limits()
 class ProbeInfo:
     """What the container header says about the first video stream.
 
-    ``num_frames`` is the container's frame count, or duration x fps where the
-    container has none (WebM); ``Clip.info`` carries the exact count.
+    ``num_frames`` is the container's frame count, or duration x fps where it has none (WebM;
+    ``Clip.info`` has the exact count).  ``width`` x ``height``: upright, after turning the stored
+    frames ``rotation`` degrees counter-clockwise; ``warnings``: what the probe ignored.
     """
 
     container: str
@@ -122,6 +126,8 @@ class ProbeInfo:
     width: int
     height: int
     size_bytes: int
+    rotation: int = 0
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of the fields."""
@@ -269,18 +275,43 @@ def _probe_container(container, path: str, limits: Limits) -> ProbeInfo:
     info = ProbeInfo(container=container.format.name, codec=stream.codec_context.name, duration=duration,
                      fps=fps, num_frames=int(num_frames), width=int(stream.codec_context.width),
                      height=int(stream.codec_context.height), size_bytes=os.path.getsize(path))
+    _check_header(info, limits)  # before any frame is decoded
+    rotation, warning = _display_rotation(container, stream)
+    w, h = (info.height, info.width) if rotation % 180 else (info.width, info.height)
+    info = dataclasses.replace(info, width=w, height=h, rotation=rotation, warnings=(warning,) if warning else ())
     _check_header(info, limits)
     return info
 
 
+def _display_rotation(container, stream) -> tuple[int, str | None]:
+    """Degrees counter-clockwise that turn the stored frames upright, and a warning or None.
+
+    FFmpeg attaches the display matrix (int32 a b u / c d v / x y w, ISO 14496-12) to decoded
+    frames; the angle is its ``av_display_rotation_get``, a determinant <= 0 a mirror."""
+    import av
+
+    try:
+        side = next(container.decode(stream)).side_data.get("DISPLAYMATRIX")
+    except (av.FFmpegError, ValueError, StopIteration):
+        return 0, None  # no first frame: sampling reports a broken stream
+    if side is None:
+        return 0, None
+    m = np.frombuffer(bytes(side), dtype=np.int32)[:9].astype(np.float64)
+    if m[0] * m[4] - m[1] * m[3] <= 0:
+        return 0, "display matrix mirrors the picture; ignored, frames are as stored"
+    angle = -float(np.degrees(np.arctan2(m[1] / np.hypot(m[1], m[4]), m[0] / np.hypot(m[0], m[3]))))
+    if abs(angle - 90 * round(angle / 90)) > 1.0:
+        return 0, f"display rotation of {angle:.1f} degrees is not a multiple of 90; ignored, frames are as stored"
+    return 90 * round(angle / 90) % 360, None
+
+
 def probe(path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS, timeout: float = PROBE_TIMEOUT_S,
           sandbox: bool = True) -> ProbeInfo:
-    """Read the header of ``path`` and check it against ``limits`` (no frame is sampled).
+    """Read the header of ``path``, check it against ``limits`` and read the display rotation.
 
-    Raises ``VideoError`` for a refused path (see ``check_path``), a file FFmpeg
-    cannot open, no video stream, an unknown duration, or a resolution / duration
-    over the limits.  With ``sandbox`` the header is parsed in a child process
-    killed after ``timeout`` seconds.
+    Raises ``VideoError`` for a refused path (see ``check_path``), a file FFmpeg cannot open,
+    no video stream, an unknown duration, or a resolution / duration over the limits.  With
+    ``sandbox`` the header is parsed in a child process killed after ``timeout`` seconds.
     """
     resolved = str(check_path(path, limits))
     task = _Task("probe", resolved, limits)
@@ -592,11 +623,16 @@ def _sample_checked(path: str, info: ProbeInfo, req: _Request, limits: Limits) -
     size = _output_size(info.width, info.height, req.max_side)
     _check_output(len(targets), size, limits)
     result, backend = None, "decord"
-    if req.backend in ("auto", "decord"):
+    matrix = bool(info.rotation or info.warnings)  # a turn or an ignored matrix: decord applies its own
+    if matrix and req.backend == "decord":
+        raise VideoError(f"{Path(path).name} has a display matrix, which decord applies its own way; use 'pyav'")
+    if not matrix and req.backend in ("auto", "decord"):
         result = _try_decord(path, info, targets, size, limits, required=req.backend == "decord")
     if result is None:
-        result, backend = _sample_pyav(path, info, targets, size, limits), "pyav"
+        stored = size[::-1] if info.rotation % 180 else size  # PyAV decodes frames as stored
+        result, backend = _sample_pyav(path, info, targets, stored, limits), "pyav"
     frames, times, decoded, info = result
+    frames = np.ascontiguousarray(np.rot90(frames, info.rotation // 90, axes=(1, 2)))  # counter-clockwise; 0: no copy
     meta = {"times": tuple(float(t) for t in times), "info": info, "backend": backend, "decoded": decoded}
     return meta, frames
 
@@ -612,13 +648,13 @@ def sample(path: str | os.PathLike, num_frames: int | None = None, fps: float | 
            timeout: float = DEFAULT_TIMEOUT_S) -> Clip:
     """Sample frames of ``path`` with their real timestamps.
 
-    Exactly one of ``num_frames`` (N frames at the centres of N equal segments of
-    [start, end]) or ``fps`` (frames at start + k / fps).  ``start``/``end`` in
-    seconds default to the whole clip.  ``backend``: "auto" (decord, else PyAV),
-    "decord" or "pyav".  ``max_side`` shrinks frames so the longer side is at most
-    that (aspect kept).  With ``sandbox`` (default) decoding runs in a child
-    process killed after ``timeout`` seconds; ``sandbox=False`` decodes in-process
-    without a timeout (trusted files only).
+    Exactly one of ``num_frames`` (N frames at the centres of N equal segments of [start, end])
+    or ``fps`` (frames at start + k / fps).  ``start``/``end`` in seconds default to the whole
+    clip.  ``backend``: "auto" (decord, else PyAV; PyAV for a clip with a display matrix),
+    "decord" or "pyav".  ``max_side`` shrinks frames so the longer side is at most that (aspect
+    kept).  Frames come out upright (``ProbeInfo.rotation``).  With ``sandbox`` (default)
+    decoding runs in a child process killed after ``timeout`` seconds; ``sandbox=False``
+    decodes in-process without a timeout (trusted files only).
 
     Raises ``InputError`` for bad arguments and ``VideoError`` for any file that
     is refused, cannot be decoded, breaks a limit, hangs or crashes the decoder.
@@ -722,7 +758,7 @@ def _decode_reply(status: dict[str, Any], data: bytearray, timeout: float,
     header = json.loads(data[head.size:head.size + size])
     if header["status"] == "error":
         raise _ERRORS.get(header["kind"], VideoError)(header["message"])
-    header["info"] = ProbeInfo(**header["info"])
+    header["info"] = ProbeInfo(**{**header["info"], "warnings": tuple(header["info"]["warnings"])})
     shape = header.pop("shape")
     if shape is None:
         return header, None
@@ -735,14 +771,8 @@ def _decode_reply(status: dict[str, Any], data: bytearray, timeout: float,
 
 # ---- writing -------------------------------------------------------------------------
 
-def write_video(
-    path: str | Path,
-    frames: Iterable[np.ndarray],
-    fps: float,
-    codec: str = "libx264",
-    pix_fmt: str = "yuv420p",
-    options: dict[str, str] | None = None,
-) -> Path:
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, codec: str = "libx264",
+                pix_fmt: str = "yuv420p", options: dict[str, str] | None = None) -> Path:
     """Encode RGB uint8 frames (H, W, 3) to ``path`` with PyAV (no ffmpeg binary needed).
 
     ``options`` go to the encoder (e.g. ``{"crf": "18", "g": "30"}`` for x264).  The

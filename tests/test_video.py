@@ -6,9 +6,12 @@ each frame carries its index as grey levels so a test can tell which frame came 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import socket
 import struct
+import subprocess
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -121,6 +124,7 @@ def test_probe_h264(clips):
     assert (info.width, info.height, info.fps, info.num_frames) == (W, H, FPS, N)
     assert info.duration == pytest.approx(N / FPS, abs=1e-3)
     assert info.size_bytes == clips["h264"].stat().st_size
+    assert (info.rotation, info.warnings) == (0, ())
     assert set(info.to_dict()) == {f.name for f in video.dataclasses.fields(video.ProbeInfo)}
 
 
@@ -260,6 +264,105 @@ def test_timestamp_validation():
     assert video._times_valid(ok, 0.12)
     for bad in ([0.0, 0.08, 0.04], [-5.0, 0.0, 0.1], [0.0, 0.1, 1e9], [0.0, np.nan, 0.1], []):
         assert not video._times_valid(np.array(bad, dtype=float), 0.12)
+
+
+# ---- display rotation ------------------------------------------------------------------------
+#
+# Phones store a portrait clip landscape and add a display matrix.  PyAV's
+# ``set_display_rotation(deg)`` writes one (deg counter-clockwise, as FFmpeg reads it back;
+# -90 is the matrix a phone held upright writes, the old ``rotate=90`` tag).  The expected
+# corners were checked against the ffmpeg command line's own autorotation (what players show);
+# ``test_rotation_agrees_with_ffmpeg_cli`` repeats that check where ffmpeg is installed.
+
+RW, RH = 64, 32  # stored landscape
+# where the stored top-left (red) and top-right (blue) blocks must end up, per rotation
+UPRIGHT_CORNERS = {90: ("bottom-left", "top-left"), -90: ("top-right", "bottom-right"),
+                   180: ("bottom-right", "bottom-left"), 0: ("top-left", "top-right")}
+RED, BLUE = (255, 0, 0), (0, 0, 255)
+
+
+def write_rotated(path: Path, degrees: float, hflip: bool = False, n: int = 6) -> Path:
+    """RW x RH frames, red block top-left, blue block top-right, with a display matrix."""
+    img = np.full((RH, RW, 3), 128, np.uint8)
+    img[:12, :12], img[:12, -12:] = RED, BLUE
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = RW, RH, "yuv420p"
+        stream.set_display_rotation(degrees, hflip=hflip)
+        for _ in range(n):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def corner(img: np.ndarray, color: tuple[int, int, int]) -> str:
+    """Which corner the block of ``color`` sits in ("top-left", ...)."""
+    ys, xs = np.nonzero((np.abs(img.astype(int) - color).max(axis=2) < 80))
+    assert len(ys), f"no {color} block in the frame"
+    h, w = img.shape[:2]
+    return ("top" if ys.mean() < h / 2 else "bottom") + "-" + ("left" if xs.mean() < w / 2 else "right")
+
+
+@pytest.fixture(scope="module")
+def rotated(tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("rotated")
+    out = {(ext, deg): write_rotated(d / f"r{deg}.{ext}", deg) for ext in ("mp4", "mkv") for deg in (90, -90, 180)}
+    out["odd"] = write_rotated(d / "r45.mp4", 45)
+    out["mirror"] = write_rotated(d / "mirror.mp4", 0, hflip=True)
+    return out
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])  # decord turns MP4 by itself but not Matroska
+@pytest.mark.parametrize("deg", [90, -90, 180])
+@pytest.mark.parametrize("backend", ["auto", "pyav"])
+def test_display_rotation_turns_frames_upright(rotated, ext, deg, backend):
+    clip = video.sample(rotated[ext, deg], num_frames=3, backend=backend)
+    size = (RW, RH) if deg == 180 else (RH, RW)  # upright (width, height)
+    assert clip.frames.shape == (3, size[1], size[0], 3)
+    assert all((corner(f, RED), corner(f, BLUE)) == UPRIGHT_CORNERS[deg] for f in clip.frames)
+    assert clip.backend == "pyav"  # decord would apply the matrix by its own rules
+    info = video.probe(rotated[ext, deg])
+    assert (info.width, info.height, info.rotation, info.warnings) == (*size, deg % 360, ())
+    assert clip.info == dataclasses.replace(info, num_frames=clip.info.num_frames)
+
+
+def test_display_rotation_in_process_and_shrunk(rotated):
+    a = video.sample(rotated["mp4", -90], num_frames=2, max_side=32, sandbox=False)
+    b = video.sample(rotated["mp4", -90], num_frames=2, max_side=32, sandbox=True)
+    assert a.frames.shape == (2, 32, 16, 3) and np.array_equal(a.frames, b.frames) and a.info == b.info
+    assert (corner(a.frames[0], RED), corner(a.frames[0], BLUE)) == UPRIGHT_CORNERS[-90]
+
+
+def test_decord_refuses_a_display_matrix(rotated):
+    with pytest.raises(VideoError, match="has a display matrix, which decord applies its own way"):
+        video.sample(rotated["mp4", 90], num_frames=2, backend="decord")
+
+
+@pytest.mark.parametrize("name,warning", [("odd", "45.0 degrees is not a multiple of 90"),
+                                          ("mirror", "display matrix mirrors the picture")])
+def test_other_display_matrices_are_ignored_with_a_warning(rotated, name, warning):
+    info = video.probe(rotated[name])
+    assert (info.width, info.height, info.rotation) == (RW, RH, 0)
+    assert len(info.warnings) == 1 and warning in info.warnings[0]
+    clip = video.sample(rotated[name], num_frames=2)
+    assert clip.frames.shape == (2, RH, RW, 3) and clip.info.warnings == info.warnings
+    assert (corner(clip.frames[0], RED), corner(clip.frames[0], BLUE)) == UPRIGHT_CORNERS[0]
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command line")
+@pytest.mark.parametrize("deg", [90, -90, 180])
+def test_rotation_agrees_with_ffmpeg_cli(rotated, deg):
+    """ffmpeg turns frames by the display matrix itself (autorotate): the reference."""
+    ppm = subprocess.run(["ffmpeg", "-v", "error", "-i", str(rotated["mp4", deg]), "-frames:v", "1",
+                          "-f", "image2pipe", "-c:v", "ppm", "-"], capture_output=True, check=True).stdout
+    _, dims, _, data = ppm.split(b"\n", 3)
+    w, h = map(int, dims.split())
+    ref = np.frombuffer(data, np.uint8).reshape(h, w, 3)
+    ours = video.sample(rotated["mp4", deg], num_frames=1).frames[0]
+    assert ours.shape == ref.shape
+    assert (corner(ours, RED), corner(ours, BLUE)) == (corner(ref, RED), corner(ref, BLUE))
 
 
 # ---- refused before any decoder sees the input ---------------------------------------------
