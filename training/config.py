@@ -85,6 +85,9 @@ class ModelConfig:
     # kept them (README, "Default model").  LoRA never touches the vision encoder anyway.  Checkpoints
     # hold trainable weights only: a resumed from-scratch run rebuilds the frozen tower from its seed.
     freeze_vision: bool = False
+    # A vision.safetensors written by ``python -m training.vision_pretrain`` (stage 0 of the
+    # from-scratch ClueWorld model): loaded into the vision module before training starts.
+    vision_init: str = ""
 
     def __post_init__(self) -> None:
         _require(bool(self.name_or_path.strip()), "name_or_path", self.name_or_path,
@@ -93,6 +96,8 @@ class ModelConfig:
         _require(1 <= self.lora_r <= MAX_LORA_RANK, "lora_r", self.lora_r, f"an int in [1, {MAX_LORA_RANK}]")
         _require(_finite(self.lora_alpha) and self.lora_alpha > 0, "lora_alpha", self.lora_alpha, "> 0")
         _require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", self.lora_dropout, "a float in [0, 1)")
+        _require(not self.vision_init or self.vision_init.endswith(".safetensors"), "vision_init", self.vision_init,
+                 "empty or a .safetensors file from python -m training.vision_pretrain")
         _require(self.finetune != "lora" or len(self.lora_targets) > 0, "lora_targets", self.lora_targets,
                  "at least one module name when finetune=lora")
 

@@ -2,7 +2,7 @@
 
     python -m training.diagnose tokens --train runs/default/data/train/clueworld.jsonl \\
         [--lr 3e-3 --batch 8 --steps 900 --every 50 --chain-weight 5 --sizes '{"text_hidden": 128}' --no-video
-         --frame-stamps --copy-warmup 300]
+         --frame-stamps --copy-warmup 300 --freeze-vision --vision-init runs/default/vision/vision.safetensors]
     python -m training.diagnose colours --train runs/default/data/train/clueworld.jsonl [--freeze-vision
         --video-only --vision-lr 3e-2 --linear-probe]
     python -m training.diagnose shortcut --data runs/default/data/test/clueworld.jsonl
@@ -180,6 +180,8 @@ def run_tokens(args: argparse.Namespace) -> int:
     overrides = [f"data.train_path={args.train}", "data.num_workers=0"]
     if args.freeze_vision:
         overrides.append("model.freeze_vision=true")
+    if args.vision_init:
+        overrides.append(f"model.vision_init={args.vision_init}")
     cfg = load_config(Stage1RunConfig, str(STAGE1_CONFIG), overrides)
     trainer = stage1.setup(cfg)
     model, data, collate = trainer.model, trainer.train_data, trainer.collate.collate_fn
@@ -407,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--frame-stamps", action="store_true",
                    help="a time stamp before each temporal group of the video (see the module docstring)")
     t.add_argument("--freeze-vision", action="store_true", help="keep the vision tower at its random init")
+    t.add_argument("--vision-init", default="", metavar="SAFETENSORS",
+                   help="start the vision tower from python -m training.vision_pretrain's output")
     t.add_argument("--copy-warmup", type=int, default=0, metavar="N", help="first train N steps of the copy task")
     t.add_argument("--warmup", type=int, default=30)
     t.set_defaults(func=run_tokens)

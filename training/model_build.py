@@ -90,6 +90,8 @@ def build(cfg: ModelConfig, seed: int = 0) -> Built:
             model, processor = backbones.tiny_model(family, tok, seed=seed)
         else:
             model, processor = fam.model_cls()(small_config(family, tok)), fam.tiny_processor(tok)
+        if cfg.vision_init:
+            load_vision(model, fam, cfg.vision_init)
         _set_trainable(model, cfg, from_scratch=True)
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -102,6 +104,25 @@ def build(cfg: ModelConfig, seed: int = 0) -> Built:
     if cfg.gradient_checkpointing:  # non-reentrant: works with LoRA without forcing input grads
         backbones.unwrap(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return Built(model.train(), processor, fam, from_scratch=False)
+
+
+def load_vision(model: torch.nn.Module, fam: backbones.Family, path: str) -> None:
+    """Load a ``training.vision_pretrain`` output into the vision module; every key must match."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise ConfigError(f"model.vision_init: no file {path}; write it with python -m training.vision_pretrain")
+    visual = fam.vision_module(model)
+    state = load_file(path)
+    try:
+        missing, unexpected = visual.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape (another model size)
+        raise ConfigError(f"model.vision_init {path} does not fit this model's vision module: {exc}") from exc
+    if missing or unexpected:
+        raise ConfigError(f"model.vision_init {path} does not fit this model's vision module: "
+                          f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
 
 
 def add_lora(model: Any, cfg: ModelConfig, fam: backbones.Family) -> Any:

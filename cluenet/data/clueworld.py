@@ -668,6 +668,45 @@ def make_episode(seed_or_rng: int | np.random.Generator, cfg: WorldConfig | None
     return _render(world, cfg), times, sample
 
 
+
+def cell_states(seed_or_rng: int | np.random.Generator, cfg: WorldConfig | None = None,
+                template: str | None = None) -> dict[str, np.ndarray]:
+    """Dense ground truth of one clip, per frame and grid cell (same arguments as ``make_episode``).
+
+    Returns int arrays of shape [T, GRID, GRID] (row, column): ``colour`` (0 empty, else
+    1 + index in ``COLOUR_NAMES``), ``shape`` (0 empty, else 1 + index in ``SHAPES``) and
+    ``motion`` (0 empty, 1 still, 2-5 moving right / left / down / up, from the object's
+    step into this frame; an object's first frame counts as moving when it enters moving).
+    A cell shows the object covering most of it, if that object covers at least a quarter
+    (a mover between two cells covers half of each).  For training a vision encoder.
+    """
+    cfg = cfg or WorldConfig()
+    world, _ = _build(_to_rng(seed_or_rng), cfg, "clueworld", template)
+    frames, n = world.pos.shape[:2]
+    out = {k: np.zeros((frames, GRID, GRID), dtype=np.int64) for k in ("colour", "shape", "motion")}
+    cover = np.zeros((frames, GRID, GRID))
+    lo = np.arange(GRID)
+    for f in range(frames):
+        for i, o in enumerate(world.objs):
+            x, y = world.pos[f, i]
+            if np.isnan(x):
+                continue
+            ox = np.clip(np.minimum(x + 1, lo + 1) - np.maximum(x, lo), 0, 1)
+            oy = np.clip(np.minimum(y + 1, lo + 1) - np.maximum(y, lo), 0, 1)
+            area = oy[:, None] * ox[None, :]
+            take = (area >= 0.25) & (area > cover[f])
+            prev = world.pos[f - 1, i] if f > 0 else np.array([np.nan, np.nan])
+            step = world.pos[f, i] - prev if not np.isnan(prev).any() else np.array(_DIRECTIONS.get(o.side, (0, 0)))
+            motion = 1 if not step.any() else 2 + [(1, 0), (-1, 0), (0, 1), (0, -1)].index(tuple(np.sign(step).astype(int)))
+            if o.side is not None and f == o.enter_frame:
+                motion = 2 + [(1, 0), (-1, 0), (0, 1), (0, -1)].index(_DIRECTIONS[o.side])
+            cover[f][take] = area[take]
+            out["colour"][f][take] = 1 + COLOUR_NAMES.index(world.colour[f][i])
+            out["shape"][f][take] = 1 + SHAPES.index(o.shape)
+            out["motion"][f][take] = motion
+    return out
+
+
 # ----------------------------------------------------------------------------- rendering
 @lru_cache(maxsize=None)
 def _mask(shape: str, px: int) -> np.ndarray:
