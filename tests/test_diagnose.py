@@ -127,3 +127,26 @@ def test_shortcut_counts_questions_only_the_answer_names_a_clip_object(tmp_path,
     assert main(["shortcut", "--data", str(path)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out == {"questions": 2, "answer_only_option_naming_a_clip_object": 0.5, "by_type": {"CW": 0.5}}
+
+
+def test_recall_rows_bind_each_key_to_its_value_in_that_row():
+    import torch
+
+    from training.diagnose import recall_batch
+
+    keys, values, filler = [10, 11, 12, 13], [20, 21, 22], [30, 31, 32]
+    ids, labels = recall_batch(keys, values, filler, 8, pairs=3, noise=2, gen=torch.Generator().manual_seed(0))
+    assert ids.shape == labels.shape == (8, 3 * 4 + 1 + 3 * 4)
+    for row, lab in zip(ids.tolist(), labels.tolist()):
+        context = row[:12]
+        bound = {context[i]: context[i + 1] for i in range(2, 12, 4)}  # noise, noise, key, value
+        assert len(bound) == 3 and set(bound) <= set(keys)  # distinct keys
+        asked = [(row[p - 1], lab[p]) for p in range(len(lab)) if lab[p] != -100]
+        assert sorted(k for k, _ in asked) == sorted(bound) and all(bound[k] == v for k, v in asked)
+
+
+def test_recall_probe_prints_accuracy(capsys):
+    assert main(["recall", "--steps", "2", "--every", "1", "--batch", "2", "--sizes", '{"text_layers": 1}']) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert rows[0]["chance"] == round(1 / 6, 3) and [r["step"] for r in rows[1:]] == [1, 2]
+    assert all(0.0 <= r["recall_accuracy"] <= 1.0 for r in rows[1:])

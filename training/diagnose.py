@@ -7,6 +7,7 @@
         --video-only --vision-lr 3e-2 --linear-probe]
     python -m training.diagnose shortcut --data runs/default/data/test/clueworld.jsonl
     python -m training.diagnose copy [--lr 3e-3 --steps 300]
+    python -m training.diagnose recall [--pairs 4 --noise 6 --steps 1500 --sizes '{"text_layers": 2}']
 
 ``tokens`` trains the stage-1 model (``training/configs/stage1_clueworld.yaml``, E + R
 rows from the training split's vision store) with a plain AdamW loop and, every
@@ -45,6 +46,13 @@ bit per colour), then trains and prints the colour tokens' accuracy on 64 held-o
 ``shortcut --data test.jsonl`` counts the questions whose answer is the only option
 naming an object (colour + shape) that occurs in the clip's events.
 
+``recall`` trains the same classes on associative recall, the lookup the chain and the
+clues need ("the red ..." -> the shape bound to red in this row): colour-word keys, shape-word
+values, filler tokens between the pairs, then the keys again in a random order.  Chance is
+1/6; predicting any value seen in the row gives about 1/3; only reading the binding does
+better.  Unlike ``copy`` (a fixed offset, which a positional head solves), the key's
+position varies, so it needs a content-based (induction) lookup.
+
 ``copy`` trains the same classes on a synthetic copy task (24 random tokens, a
 separator, the same 24 again) and prints the accuracy of the copied half: a check that
 the architecture forms an induction (copy) circuit quickly when the lookup is simple.
@@ -55,8 +63,9 @@ import argparse
 import json
 import random
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -167,14 +176,30 @@ def _train_copy(model: Any, opt: torch.optim.Optimizer, vocab: int, steps: int, 
                               "copy_accuracy": round(acc, 3)}), flush=True)
 
 
+@contextmanager
+def _sizes(table: dict[str, int], overrides: str) -> Iterator[None]:
+    """``table`` (``SMALL_SIZES``) updated from a JSON string for the duration, then restored."""
+    saved = dict(table)
+    table.update(json.loads(overrides) if overrides else {})
+    try:
+        yield
+    finally:
+        table.clear()
+        table.update(saved)
+
+
 def run_tokens(args: argparse.Namespace) -> int:
+    from training import model_build
+
+    with _sizes(model_build.SMALL_SIZES, args.sizes):
+        return _run_tokens(args)
+
+
+def _run_tokens(args: argparse.Namespace) -> int:
     from cluenet.data import clueworld as cw
     from training import common, stage1
-    from training import model_build
     from training.config import Stage1RunConfig, load_config
 
-    if args.sizes:
-        model_build.SMALL_SIZES.update(json.loads(args.sizes))
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     overrides = [f"data.train_path={args.train}", "data.num_workers=0"]
@@ -259,6 +284,67 @@ def run_copy(args: argparse.Namespace) -> int:
     model = transformers.Qwen2VLForConditionalGeneration(small_config("qwen2_vl", tok))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     _train_copy(model, opt, len(tok), args.steps, COPY_LEN, args.every)
+    return 0
+
+
+def recall_batch(keys: Sequence[int], values: Sequence[int], filler: Sequence[int], batch: int, pairs: int,
+                 noise: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Associative recall rows: ``pairs`` times (``noise`` filler ids, key, value), a separator,
+    then every key again in a random order (two filler ids before each), labels on its value.
+    Keys are distinct within a row; values are drawn with repeats, so only the binding in
+    this row tells which value follows a key."""
+    def pick(pool: Sequence[int], n: int) -> list[int]:
+        return [pool[i] for i in torch.randint(0, len(pool), (n,), generator=gen).tolist()]
+
+    rows, labs = [], []
+    for _ in range(batch):
+        ks = [keys[i] for i in torch.randperm(len(keys), generator=gen)[:pairs].tolist()]
+        vs = pick(values, pairs)
+        ids = [t for k, v in zip(ks, vs) for t in (*pick(filler, noise), k, v)] + [filler[0]]
+        lab = [-100] * len(ids)
+        for j in torch.randperm(pairs, generator=gen).tolist():
+            ids += [*pick(filler, 2), ks[j], vs[j]]
+            lab += [-100] * 3 + [vs[j]]
+        rows.append(ids)
+        labs.append(lab)
+    return torch.tensor(rows), torch.tensor(labs)
+
+
+def run_recall(args: argparse.Namespace) -> int:
+    import transformers
+
+    from cluenet import tokenizer as tokmod
+    from cluenet.data import clueworld as cw
+    from training import model_build
+
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    tok = tokmod.load()
+    ids_of = token_classes(tok.convert_ids_to_tokens(list(range(len(tok)))), cw.COLOUR_NAMES, cw.SHAPES)
+    keys, values = sorted(ids_of["colour"]), sorted(ids_of["shape"])
+    if args.pairs > len(keys):
+        raise SystemExit(f"--pairs is at most {len(keys)} (one per colour word), got {args.pairs}")
+    special = set(tok.all_special_ids)
+    filler = [i for i in range(len(tok)) if i not in special and i not in ids_of["colour"] | ids_of["shape"]]
+    sizes = json.loads(args.sizes) if args.sizes else None
+    model = transformers.Qwen2VLForConditionalGeneration(model_build.small_config("qwen2_vl", tok, sizes))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    held = recall_batch(keys, values, filler, 256, args.pairs, args.noise, torch.Generator().manual_seed(args.seed + 1))
+    print(json.dumps({"chance": round(1 / len(values), 3), "pairs": args.pairs, "noise": args.noise}), flush=True)
+    t0 = time.time()
+    for step in range(1, args.steps + 1):
+        _warm_up(opt, step, args.warmup)
+        ids, labels = recall_batch(keys, values, filler, args.batch, args.pairs, args.noise, gen)
+        _update(model, opt, model(input_ids=ids, labels=labels).loss)
+        if step % args.every == 0 or step == args.steps:
+            with torch.no_grad():
+                model.eval()
+                pred = model(input_ids=held[0]).logits[:, :-1].argmax(-1)
+                model.train()
+            lab = held[1][:, 1:]
+            acc = (pred[lab != -100] == lab[lab != -100]).float().mean().item()
+            print(json.dumps({"step": step, "seconds": round(time.time() - t0), "recall_accuracy": round(acc, 3)}),
+                  flush=True)
     return 0
 
 
@@ -429,7 +515,14 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=run_shortcut)
     c = sub.add_parser("copy", help="the same classes on a synthetic copy task")
     c.set_defaults(func=run_copy)
-    for q, steps in ((t, 600), (k, 400), (c, 300)):
+    r = sub.add_parser("recall", help="the same classes on associative recall (colour key -> shape value)")
+    r.add_argument("--pairs", type=int, default=4, help="key-value pairs per row")
+    r.add_argument("--noise", type=int, default=6, help="filler tokens before each pair")
+    r.add_argument("--batch", type=int, default=16)
+    r.add_argument("--sizes", default="", help="JSON overrides of SMALL_SIZES")
+    r.add_argument("--warmup", type=int, default=30)
+    r.set_defaults(func=run_recall)
+    for q, steps in ((t, 600), (k, 400), (c, 300), (r, 1500)):
         q.add_argument("--lr", type=float, default=3e-3)
         q.add_argument("--steps", type=int, default=steps)
         q.add_argument("--every", type=int, default=50, help="print every N steps")
