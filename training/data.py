@@ -72,6 +72,14 @@ class VideoFrames:
         return np.asarray(clip.frames), tuple(float(t) for t in clip.times)
 
 
+def clueworld_seed_index(sample_id: str) -> tuple[int, int]:
+    """(seed, index) of a ClueWorld sample id ``cw<seed>-<index>``; InputError for any other id."""
+    m = _CLUEWORLD_ID.match(sample_id)
+    if m is None:
+        raise InputError(f"sample id {sample_id!r} is not a ClueWorld id cw<seed>-<index>")
+    return int(m.group(1)), int(m.group(2))
+
+
 @dataclass(frozen=True)
 class ClueWorldFrames:
     """Re-render a ClueWorld clip from its id ``cw<seed>-<index>`` (no video file needed)."""
@@ -81,10 +89,7 @@ class ClueWorldFrames:
     def __call__(self, sample: Sample) -> tuple[np.ndarray, tuple[float, ...]]:
         from cluenet.data import clueworld
 
-        m = _CLUEWORLD_ID.match(sample.id)
-        if m is None:
-            raise InputError(f"sample id {sample.id!r} is not a ClueWorld id cw<seed>-<index>")
-        seed, index = int(m.group(1)), int(m.group(2))
+        seed, index = clueworld_seed_index(sample.id)
         frames, times, regen = clueworld.make_episode(clueworld.clip_rng(seed, index), self.config, sample.id)
         if regen.question != sample.question or regen.options != sample.options:
             raise InputError(f"sample {sample.id}: the re-rendered clip asks {regen.question!r}, the record asks "

@@ -86,15 +86,9 @@ def accuracy(logits: list[torch.Tensor], targets: torch.Tensor, frames_per_slot:
 
 def _clip_targets(sample_ids: Sequence[str], world: Any) -> dict[str, torch.Tensor]:
     from cluenet.data import clueworld as cw
-    from training.data import _CLUEWORLD_ID
+    from training.data import clueworld_seed_index
 
-    out = {}
-    for sid in sample_ids:
-        m = _CLUEWORLD_ID.match(sid)
-        if m is None:
-            raise SystemExit(f"sample id {sid!r} is not a ClueWorld id cw<seed>-<index>")
-        out[sid] = slot_targets(cw.cell_states(cw.clip_rng(int(m.group(1)), int(m.group(2))), world))
-    return out
+    return {sid: slot_targets(cw.cell_states(cw.clip_rng(*clueworld_seed_index(sid)), world)) for sid in sample_ids}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -669,6 +669,9 @@ def make_episode(seed_or_rng: int | np.random.Generator, cfg: WorldConfig | None
 
 
 
+_MOTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))  # cell_states' motion classes 2-5: right, left, down, up
+
+
 def cell_states(seed_or_rng: int | np.random.Generator, cfg: WorldConfig | None = None,
                 template: str | None = None) -> dict[str, np.ndarray]:
     """Dense ground truth of one clip, per frame and grid cell (same arguments as ``make_episode``).
@@ -697,9 +700,9 @@ def cell_states(seed_or_rng: int | np.random.Generator, cfg: WorldConfig | None 
             take = (area >= 0.25) & (area > cover[f])
             prev = world.pos[f - 1, i] if f > 0 else np.array([np.nan, np.nan])
             step = world.pos[f, i] - prev if not np.isnan(prev).any() else np.array(_DIRECTIONS.get(o.side, (0, 0)))
-            motion = 1 if not step.any() else 2 + [(1, 0), (-1, 0), (0, 1), (0, -1)].index(tuple(np.sign(step).astype(int)))
+            motion = 1 if not step.any() else 2 + _MOTIONS.index(tuple(np.sign(step).astype(int)))
             if o.side is not None and f == o.enter_frame:
-                motion = 2 + [(1, 0), (-1, 0), (0, 1), (0, -1)].index(_DIRECTIONS[o.side])
+                motion = 2 + _MOTIONS.index(_DIRECTIONS[o.side])
             cover[f][take] = area[take]
             out["colour"][f][take] = 1 + COLOUR_NAMES.index(world.colour[f][i])
             out["shape"][f][take] = 1 + SHAPES.index(o.shape)
