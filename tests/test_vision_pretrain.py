@@ -75,6 +75,7 @@ def test_pretrain_runs_and_vision_init_loads_its_output(tiny_store, tmp_path, ca
     assert main(["--train", str(tiny_store), "--out", str(out), "--steps", "6", "--batch", "4", "--every", "3"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [r["step"] for r in rows] == [3, 6] and rows[-1]["loss"] < rows[0]["loss"] * 2
+    assert sorted(f.name for f in out.iterdir()) == ["vision.safetensors", "vision_pretrain.json"]  # no .tmp left
     report = json.loads((out / "vision_pretrain.json").read_text())
     assert set(report["held_out"]) == {k + s for k in TARGETS for s in ("", "_occupied")}
 

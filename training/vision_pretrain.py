@@ -1,7 +1,7 @@
 """Stage 0 for the from-scratch ClueWorld model: pretrain its vision encoder on dense cell labels.
 
     python -m training.vision_pretrain --train runs/default/data/train/clueworld.jsonl \\
-        --out runs/default/vision [--steps 600 --batch 16 --lr 3e-3 --seed 0 --model small:qwen2_vl]
+        --out runs/default/vision [--steps 300 --batch 16 --lr 3e-3 --seed 0 --model small:qwen2_vl]
 
 Real video-language models start from a pretrained vision encoder (Qwen2-VL's ViT, SigLIP).
 The shipped ClueWorld model has none: trained from scratch next to a language model that
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
+    from cluenet.data import clueworld as cw
     from training import common, model_build
     from training import data as tdata
     from training.config import ModelConfig
@@ -110,8 +112,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if len(ids) - n_held < args.batch or n_held == 0:
         raise SystemExit(f"need at least {args.batch + max(n_held, 1)} clips in the vision store, got {len(ids)}")
     (_, h, w), = store.extras["video_grid_thw"].tolist()
-    from cluenet.data import clueworld as cw
-
     if (h // 2, w // 2) != (cw.GRID, cw.GRID):
         raise SystemExit(f"one merged token must cover one ClueWorld cell: the store's merged grid is "
                          f"{h // 2}x{w // 2}, the world's {cw.GRID}x{cw.GRID} (clips of 112 px)")
@@ -136,9 +136,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               "held_out": evaluate(visual, head, store, held, targets)}), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in visual.state_dict().items()}, str(out / WEIGHTS_NAME))
-    report = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "seconds": round(time.time() - t0), "held_out_clips": len(held),
-              "held_out": evaluate(visual, head, store, held, targets)}
+    tmp = out / (WEIGHTS_NAME + ".tmp")  # then renamed: a run killed while saving leaves no half file
+    save_file({k: v.detach().contiguous() for k, v in visual.state_dict().items()}, str(tmp))
+    os.replace(tmp, out / WEIGHTS_NAME)
+    report = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "seconds": round(time.time() - t0),
+              "held_out_clips": len(held), "held_out": evaluate(visual, head, store, held, targets)}
     (out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -161,13 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", required=True, help="ClueWorld training JSONL with its vision_store/ beside it")
     p.add_argument("--out", required=True, help="folder for vision.safetensors and vision_pretrain.json")
     p.add_argument("--model", default="small:qwen2_vl", help="the from-scratch model whose vision tower to train")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=16, help="clips per step")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--every", type=int, default=100, help="print held-out accuracy every N steps")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=lambda args: run(args) and 0)
+    p.set_defaults(func=_cli)
     return p
+
+
+def _cli(args: argparse.Namespace) -> int:
+    run(args)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
