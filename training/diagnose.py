@@ -35,7 +35,7 @@ Two variants test ideas for making the grounded tokens learnable sooner:
   features already carry the clip's colours (a linear probe reads them), while a tower
   trained from scratch next to a language model that still ignores it loses them.
 * ``--copy-warmup N`` first trains N steps of the ``copy`` task (48 tokens) so the model
-  starts the real rows with a working copy (induction) circuit.
+  starts the real rows with a working copy circuit.
 
 ``colours`` asks the plainest question of the clip: the target is only the sorted list
 of palette colours visible anywhere in it.  It prints the no-clip baseline (each colour
