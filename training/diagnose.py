@@ -49,7 +49,7 @@ naming an object (colour + shape) that occurs in the clip's events.
 ``recall`` trains the same classes on associative recall, the lookup the chain and the
 clues need ("the red ..." -> the shape bound to red in this row): colour-word keys, shape-word
 values, filler tokens between the pairs, then the keys again in a random order.  Chance is
-1/6; predicting any value seen in the row gives about 1/3; only reading the binding does
+1/6; naming a random value of the row gives about 0.37 (1/4 + 3/4 x 1/6); only reading the binding does
 better.  Unlike ``copy`` (a fixed offset, which a positional head solves), the key's
 position varies, so it needs a content-based (induction) lookup.
 
