@@ -144,7 +144,7 @@ class ClueNet:
                         name: str = "in-memory", trained_on: str = "", num_frames: int = DEFAULT_NUM_FRAMES,
                         **kw: Any) -> "ClueNet":
         """Wrap an in-memory transformers model + processor (tests, training)."""
-        info = pretrained.in_memory_info(model, filter_head, name, trained_on)
+        info = pretrained.model_info(model, name, trained_on, filter_head="in-memory" if filter_head is not None else "")
         return cls(model, processor, filter_head, info, num_frames=num_frames, **kw)
 
     @classmethod

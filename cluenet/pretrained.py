@@ -65,13 +65,8 @@ def load(model: str | Path | None = None, adapter: str | None = None, filter_hea
         net = _load_adapter(net, adapter)
     head_path = filter_head or (str(Path(path) / HEAD_FILE) if (Path(path) / HEAD_FILE).is_file() else None)
     head = FilterHead.load(head_path, int(net.config.get_text_config().hidden_size)) if head_path else None
-    p = next(net.parameters())
-    info = ModelInfo(
-        name=str(model if model is not None else "assets/model"), backbone=fam.name, adapter=adapter or "",
-        filter_head=head_path or "", device=str(p.device), dtype=str(p.dtype).replace("torch.", ""),
-        attn_implementation=str(getattr(net.config, "_attn_implementation", "") or ""),
-        trained_on=str(meta.get("trained_on", "")), mode="cluenet" if head else "training-free",
-    )
+    info = model_info(net, str(model if model is not None else "assets/model"), str(meta.get("trained_on", "")),
+                      filter_head=head_path or "", adapter=adapter or "")
     num_frames = int(meta["num_frames"]) if "num_frames" in meta else None
     return Loaded(net, proc, head, info, num_frames)
 
@@ -83,19 +78,19 @@ def random_default(device: str | None) -> Loaded:
     net = net.to(device or "cpu")
     torch.manual_seed(DEFAULT_SEED)
     head = FilterHead(int(net.config.get_text_config().hidden_size)).eval()
-    info = in_memory_info(net, head, name=f"tiny-random-{backbones.PRIMARY}", trained_on=RANDOM_TRAINED_ON)
+    info = model_info(net, f"tiny-random-{backbones.PRIMARY}", RANDOM_TRAINED_ON, filter_head="in-memory")
     return Loaded(net, proc, head, info, None)
 
 
-def in_memory_info(model: Any, filter_head: FilterHead | None, name: str, trained_on: str) -> ModelInfo:
-    """The ModelInfo of a model that was built in memory rather than loaded from a folder."""
+def model_info(model: Any, name: str, trained_on: str, filter_head: str = "", adapter: str = "") -> ModelInfo:
+    """The ModelInfo of a model: ``filter_head`` names the head's file ("in-memory" for one built
+    in memory; empty: none, training-free mode), ``adapter`` the PEFT folder if any."""
     p = next(model.parameters())
     return ModelInfo(
-        name=name, backbone=backbones.family_of(model).name, device=str(p.device),
-        dtype=str(p.dtype).replace("torch.", ""),
+        name=name, backbone=backbones.family_of(model).name, adapter=adapter, filter_head=filter_head,
+        device=str(p.device), dtype=str(p.dtype).replace("torch.", ""),
         attn_implementation=str(getattr(backbones.unwrap(model).config, "_attn_implementation", "") or ""),
-        trained_on=trained_on, mode="cluenet" if filter_head is not None else "training-free",
-        filter_head="in-memory" if filter_head is not None else "",
+        trained_on=trained_on, mode="cluenet" if filter_head else "training-free",
     )
 
 
