@@ -174,6 +174,7 @@ def load_output(folder: str | Path, model_cfg: ModelConfig, trainable: bool = Tr
     for p in model.parameters():
         p.requires_grad_(trainable)
     if trainable and model_cfg.freeze_vision:
-        for p in fam.vision_module(model).parameters():
-            p.requires_grad_(False)
+        from training.model_build import freeze_vision
+
+        freeze_vision(model)
     return model, processor, fam

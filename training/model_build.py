@@ -142,8 +142,13 @@ def _set_trainable(model: torch.nn.Module, cfg: ModelConfig, from_scratch: bool)
     for p in model.parameters():
         p.requires_grad_(train_all)
     if cfg.freeze_vision:
-        for p in backbones.family_of(model).vision_module(model).parameters():
-            p.requires_grad_(False)
+        freeze_vision(model)
+
+
+def freeze_vision(model: torch.nn.Module) -> None:
+    """Stop gradients into the vision encoder (its merger/projector included)."""
+    for p in backbones.family_of(model).vision_module(model).parameters():
+        p.requires_grad_(False)
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
