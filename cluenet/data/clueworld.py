@@ -668,7 +668,6 @@ def make_episode(seed_or_rng: int | np.random.Generator, cfg: WorldConfig | None
     return _render(world, cfg), times, sample
 
 
-
 _MOTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))  # cell_states' motion classes 2-5: right, left, down, up
 
 
@@ -685,7 +684,7 @@ def cell_states(seed_or_rng: int | np.random.Generator, cfg: WorldConfig | None 
     """
     cfg = cfg or WorldConfig()
     world, _ = _build(_to_rng(seed_or_rng), cfg, "clueworld", template)
-    frames, n = world.pos.shape[:2]
+    frames = world.pos.shape[0]
     out = {k: np.zeros((frames, GRID, GRID), dtype=np.int64) for k in ("colour", "shape", "motion")}
     cover = np.zeros((frames, GRID, GRID))
     lo = np.arange(GRID)
@@ -699,10 +698,9 @@ def cell_states(seed_or_rng: int | np.random.Generator, cfg: WorldConfig | None 
             area = oy[:, None] * ox[None, :]
             take = (area >= 0.25) & (area > cover[f])
             prev = world.pos[f - 1, i] if f > 0 else np.array([np.nan, np.nan])
+            # no previous position: a static object's first frame, or a mover's entry frame (moving in)
             step = world.pos[f, i] - prev if not np.isnan(prev).any() else np.array(_DIRECTIONS.get(o.side, (0, 0)))
             motion = 1 if not step.any() else 2 + _MOTIONS.index(tuple(np.sign(step).astype(int)))
-            if o.side is not None and f == o.enter_frame:
-                motion = 2 + _MOTIONS.index(_DIRECTIONS[o.side])
             cover[f][take] = area[take]
             out["colour"][f][take] = 1 + COLOUR_NAMES.index(world.colour[f][i])
             out["shape"][f][take] = 1 + SHAPES.index(o.shape)
