@@ -88,6 +88,9 @@ class ModelConfig:
     # A vision.safetensors written by ``python -m training.vision_pretrain`` (stage 0 of the
     # from-scratch ClueWorld model): loaded into the vision module before training starts.
     vision_init: str = ""
+    # A text.safetensors written by ``python -m training.text_pretrain`` (stage 0b: a language
+    # model with an induction circuit): loaded into everything but the vision module.
+    text_init: str = ""
 
     def __post_init__(self) -> None:
         _require(bool(self.name_or_path.strip()), "name_or_path", self.name_or_path,
@@ -98,6 +101,8 @@ class ModelConfig:
         _require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", self.lora_dropout, "a float in [0, 1)")
         _require(not self.vision_init or self.vision_init.endswith(".safetensors"), "vision_init", self.vision_init,
                  "empty or a .safetensors file from python -m training.vision_pretrain")
+        _require(not self.text_init or self.text_init.endswith(".safetensors"), "text_init", self.text_init,
+                 "empty or a .safetensors file from python -m training.text_pretrain")
         _require(self.finetune != "lora" or len(self.lora_targets) > 0, "lora_targets", self.lora_targets,
                  "at least one module name when finetune=lora")
 

@@ -8,6 +8,7 @@
     python -m training.diagnose shortcut --data runs/default/data/test/clueworld.jsonl
     python -m training.diagnose copy [--lr 3e-3 --steps 300]
     python -m training.diagnose recall [--pairs 4 --noise 6 --steps 1500 --sizes '{"text_layers": 2}']
+    python -m training.diagnose tokens --train DATA --text-init runs/default/text/text.safetensors [--lr 1e-3]
 
 ``tokens`` trains the stage-1 model (``training/configs/stage1_clueworld.yaml``, E + R
 rows from the training split's vision store) with a plain AdamW loop and, every
@@ -198,7 +199,7 @@ def run_tokens(args: argparse.Namespace) -> int:
 
 def _run_tokens(args: argparse.Namespace) -> int:
     from cluenet.data import clueworld as cw
-    from training import common, stage1
+    from training import common, model_build, stage1
     from training.config import Stage1RunConfig, load_config
 
     torch.manual_seed(args.seed)
@@ -210,6 +211,8 @@ def _run_tokens(args: argparse.Namespace) -> int:
         overrides.append(f"model.vision_init={args.vision_init}")
     cfg = load_config(Stage1RunConfig, str(STAGE1_CONFIG), overrides)
     trainer = stage1.setup(cfg)
+    if args.text_init:
+        model_build.load_text(trainer.model, args.text_init)
     model, data, collate = trainer.model, trainer.train_data, trainer.collate.collate_fn
     tok = trainer.built.processor.tokenizer
     ids_of = token_classes(tok.convert_ids_to_tokens(list(range(len(tok)))), cw.COLOUR_NAMES, cw.SHAPES)
@@ -311,41 +314,60 @@ def recall_batch(keys: Sequence[int], values: Sequence[int], filler: Sequence[in
     return torch.tensor(rows), torch.tensor(labs)
 
 
-def run_recall(args: argparse.Namespace) -> int:
+def held_accuracy(model: Any, held: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Next-token accuracy on the labelled positions of ``held`` (ids, labels)."""
+    with torch.no_grad():
+        model.eval()
+        pred = model(input_ids=held[0]).logits[:, :-1].argmax(-1)
+        model.train()
+    lab = held[1][:, 1:]
+    return round((pred[lab != -100] == lab[lab != -100]).float().mean().item(), 3)
+
+
+def text_probe_setup(seed: int, sizes_json: str = "") -> tuple[Any, dict[str, list[int]]]:
+    """The small Qwen2-VL model (``--sizes``) and the id pools of the text probes: colour keys,
+    shape values, filler (neither, not special) and every non-special id; seeded with ``seed``."""
     import transformers
 
     from cluenet import tokenizer as tokmod
     from cluenet.data import clueworld as cw
     from training import model_build
 
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(seed)
     tok = tokmod.load()
     ids_of = token_classes(tok.convert_ids_to_tokens(list(range(len(tok)))), cw.COLOUR_NAMES, cw.SHAPES)
-    keys, values = sorted(ids_of["colour"]), sorted(ids_of["shape"])
-    if args.pairs > len(keys):
-        raise SystemExit(f"--pairs is at most {len(keys)} (one per colour word), got {args.pairs}")
     special = set(tok.all_special_ids)
-    filler = [i for i in range(len(tok)) if i not in special and i not in ids_of["colour"] | ids_of["shape"]]
-    sizes = json.loads(args.sizes) if args.sizes else None
-    model = transformers.Qwen2VLForConditionalGeneration(model_build.small_config("qwen2_vl", tok, sizes))
+    pools = {"keys": sorted(ids_of["colour"]), "values": sorted(ids_of["shape"]),
+             "filler": [i for i in range(len(tok)) if i not in special and i not in ids_of["colour"] | ids_of["shape"]],
+             "text": [i for i in range(len(tok)) if i not in special]}
+    sizes = json.loads(sizes_json) if sizes_json else None
+    return transformers.Qwen2VLForConditionalGeneration(model_build.small_config("qwen2_vl", tok, sizes)), pools
+
+
+def recall_held(pools: dict[str, list[int]], seed: int, pairs: int = 4, noise: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """256 held-out ``recall`` rows (generator seeded with ``seed``)."""
+    return recall_batch(pools["keys"], pools["values"], pools["filler"], 256, pairs, noise,
+                        torch.Generator().manual_seed(seed))
+
+
+def run_recall(args: argparse.Namespace) -> int:
+    model, pools = text_probe_setup(args.seed, args.sizes)
+    if args.pairs > len(pools["keys"]):
+        raise SystemExit(f"--pairs is at most {len(pools['keys'])} (one per colour word), got {args.pairs}")
+    gen = torch.Generator().manual_seed(args.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
-    held = recall_batch(keys, values, filler, 256, args.pairs, args.noise, torch.Generator().manual_seed(args.seed + 1))
-    print(json.dumps({"chance": round(1 / len(values), 3), "pairs": args.pairs, "noise": args.noise}), flush=True)
+    held = recall_held(pools, args.seed + 1, args.pairs, args.noise)
+    print(json.dumps({"chance": round(1 / len(pools["values"]), 3), "pairs": args.pairs, "noise": args.noise}),
+          flush=True)
     t0 = time.time()
     for step in range(1, args.steps + 1):
         _warm_up(opt, step, args.warmup)
-        ids, labels = recall_batch(keys, values, filler, args.batch, args.pairs, args.noise, gen)
+        ids, labels = recall_batch(pools["keys"], pools["values"], pools["filler"], args.batch, args.pairs,
+                                   args.noise, gen)
         _update(model, opt, model(input_ids=ids, labels=labels).loss)
         if step % args.every == 0 or step == args.steps:
-            with torch.no_grad():
-                model.eval()
-                pred = model(input_ids=held[0]).logits[:, :-1].argmax(-1)
-                model.train()
-            lab = held[1][:, 1:]
-            acc = (pred[lab != -100] == lab[lab != -100]).float().mean().item()
-            print(json.dumps({"step": step, "seconds": round(time.time() - t0), "recall_accuracy": round(acc, 3)}),
-                  flush=True)
+            print(json.dumps({"step": step, "seconds": round(time.time() - t0),
+                              "recall_accuracy": held_accuracy(model, held)}), flush=True)
     return 0
 
 
@@ -499,6 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vision-init", default="", metavar="SAFETENSORS",
                    help="start the vision tower from python -m training.vision_pretrain's output")
     t.add_argument("--copy-warmup", type=int, default=0, metavar="N", help="first train N steps of the copy task")
+    t.add_argument("--text-init", default="", metavar="SAFETENSORS",
+                   help="start the text model from python -m training.text_pretrain's output")
     t.add_argument("--warmup", type=int, default=30)
     t.set_defaults(func=run_tokens)
     k = sub.add_parser("colours", help="can the model read which colours are in the clip?")

@@ -8,7 +8,8 @@
   shipped ClueWorld model (``SMALL_SIZES``: text 128 x 3 layers, vision 64 x 2; 0.9 M parameters: on 2 CPU
   cores it takes 2.3x more optimizer steps per hour than 256 x 4 / 128 x 4, and neither size had
   learned the grounded tokens after ~6k rows, so steps are what the hour must buy),
-  random init, trained in full.
+  random init, trained in full; ``model.vision_init`` and ``model.text_init`` start the vision
+  tower and the language model from stage 0 (``training.vision_pretrain``, ``training.text_pretrain``).
 * a hub name or a local folder -- ``cluenet.backbones.load_pretrained``
   (safetensors only, ``trust_remote_code`` off), then ``finetune``: ``lora``
   (peft adapter on the language model's attention), ``full`` or ``frozen``.
@@ -92,6 +93,8 @@ def build(cfg: ModelConfig, seed: int = 0) -> Built:
             model, processor = fam.model_cls()(small_config(family, tok)), fam.tiny_processor(tok)
         if cfg.vision_init:
             load_vision(model, fam, cfg.vision_init)
+        if cfg.text_init:
+            load_text(model, cfg.text_init)
         _set_trainable(model, cfg, from_scratch=True)
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -123,6 +126,51 @@ def load_vision(model: torch.nn.Module, fam: backbones.Family, path: str) -> Non
     if missing or unexpected:
         raise ConfigError(f"model.vision_init {path} does not fit this model's vision module: "
                           f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
+
+
+def _text_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Everything but the vision module; a tied output head is the input embedding's tensor, so left out."""
+    fam = backbones.family_of(model)
+    visual = {id(p) for p in fam.vision_module(model).parameters()}
+    seen: set[int] = set()
+    out = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in visual or id(p) in seen:
+            continue
+        seen.add(id(p))
+        out[name] = p.detach().contiguous()
+    return out
+
+
+def save_text(model: torch.nn.Module, path: str) -> None:
+    """Write the language model's weights (safetensors, atomically), for ``load_text``."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(_text_state(model), str(tmp))
+    tmp.replace(out)
+
+
+def load_text(model: torch.nn.Module, path: str) -> None:
+    """Load ``save_text``'s output into ``model``'s language model; every key must match."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise ConfigError(f"model.text_init: no file {path}; write it with python -m training.text_pretrain")
+    want = _text_state(model)
+    state = load_file(path)
+    if set(state) != set(want) or any(state[k].shape != want[k].shape for k in want):
+        raise ConfigError(f"model.text_init {path} does not fit this model's language model: "
+                          f"missing {sorted(set(want) - set(state))[:3]}, unexpected {sorted(set(state) - set(want))[:3]}")
+    with torch.no_grad():
+        for k, v in state.items():
+            want[k].copy_(v)
 
 
 def add_lora(model: Any, cfg: ModelConfig, fam: backbones.Family) -> Any:

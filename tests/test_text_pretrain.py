@@ -1,0 +1,91 @@
+"""Stage 0b (training.text_pretrain): the repeated-segment rows, the run's failure when no
+induction circuit forms, and model.text_init loading model_build.save_text's output."""
+import json
+
+import pytest
+import torch
+
+from training.text_pretrain import REPORT_NAME, WEIGHTS_NAME, main, repeat_batch
+
+
+def test_repeat_rows_label_exactly_the_recurrence_of_an_earlier_segment():
+    pool = list(range(100, 400))
+    ids, labels = repeat_batch(pool, 32, 96, torch.Generator().manual_seed(0), span=(6, 40))
+    assert ids.shape == labels.shape == (32, 96)
+    assert set(ids.flatten().tolist()) <= set(pool)
+    for row, lab in zip(ids.tolist(), labels.tolist()):
+        on = [p for p, t in enumerate(lab) if t != -100]
+        assert 5 <= len(on) <= 38 and on == list(range(on[0], on[-1] + 1))  # one contiguous run
+        assert all(lab[p] == row[p] for p in on)
+        n = len(on) + 1  # the segment's first token is not labelled
+        start = on[0] - 1
+        firsts = [f for f in range(0, start - n + 1) if row[f:f + n] == row[start:start + n] and 0 <= start - (f + n) <= 3]
+        assert firsts, "every labelled run repeats the segment that ended 0-3 tokens before it"
+
+
+def test_repeat_rows_refuse_a_length_that_cannot_hold_two_segments():
+    with pytest.raises(ValueError, match="cannot hold"):
+        repeat_batch(list(range(10)), 2, 60, torch.Generator(), span=(6, 40))
+
+
+def test_a_run_that_does_not_reach_until_fails_and_saves_nothing(tmp_path, capsys):
+    out = tmp_path / "text"
+    assert main(["--out", str(out), "--steps", "2", "--every", "1", "--batch", "2", "--until", "1.0",
+                 "--sizes", '{"text_layers": 1}']) == 1
+    assert "no induction circuit" in capsys.readouterr().out
+    assert sorted(f.name for f in out.iterdir()) == [REPORT_NAME]
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["reached"] is False and [c["step"] for c in report["checks"]] == [1, 2]
+    with pytest.raises(SystemExit):
+        main(["--out", str(out), "--until", "0"])
+
+
+def test_text_init_loads_save_text_output_and_leaves_the_vision_tower(tmp_path):
+    from training.config import ModelConfig
+    from training.model_build import build, save_text
+
+    donor = build(ModelConfig(name_or_path="small:qwen2_vl", finetune="full"), seed=5)
+    save_text(donor.model, str(tmp_path / WEIGHTS_NAME))
+    assert [f.name for f in tmp_path.iterdir()] == [WEIGHTS_NAME]  # no .tmp left
+    plain = build(ModelConfig(name_or_path="small:qwen2_vl", finetune="full"), seed=0)
+    loaded = build(ModelConfig(name_or_path="small:qwen2_vl", finetune="full",
+                               text_init=str(tmp_path / WEIGHTS_NAME)), seed=0)
+    lm = {k: v for k, v in loaded.model.state_dict().items() if "visual" not in k}
+    assert all(torch.equal(v, donor.model.state_dict()[k]) for k, v in lm.items())  # lm_head too (tied)
+    vis = [k for k in plain.model.state_dict() if "visual" in k]
+    assert vis and all(torch.equal(plain.model.state_dict()[k], loaded.model.state_dict()[k]) for k in vis)
+
+
+def test_text_init_refuses_a_missing_or_foreign_file(tmp_path):
+    from safetensors.torch import save_file
+
+    from cluenet.errors import ConfigError
+    from training.config import ModelConfig
+    from training.model_build import build
+
+    with pytest.raises(ConfigError, match="no file"):
+        build(ModelConfig(name_or_path="small:qwen2_vl", finetune="full", text_init=str(tmp_path / "x.safetensors")))
+    save_file({"model.language_model.norm.weight": torch.ones(3)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(ConfigError, match="does not fit"):
+        build(ModelConfig(name_or_path="small:qwen2_vl", finetune="full", text_init=str(tmp_path / "foreign.safetensors")))
+    with pytest.raises(ConfigError, match="text_init"):
+        ModelConfig(text_init="weights.bin")
+
+
+def test_make_default_model_runs_each_stage_0_recipe_only_when_its_output_is_missing(tmp_path, monkeypatch):
+    import argparse
+
+    from training import make_default_model as mdm
+
+    calls = []
+    monkeypatch.setattr(mdm, "_run", lambda cmd, log, **kw: calls.append(cmd[2]))
+    args = argparse.Namespace(vision_steps=7, text_steps=9, text_seed=4)
+    vision, text = mdm.pretrain(tmp_path, tmp_path / "data" / "train", args)
+    assert calls == ["training.vision_pretrain", "training.text_pretrain"]
+    assert (vision, text) == (tmp_path / "vision" / "vision.safetensors", tmp_path / "text" / WEIGHTS_NAME)
+    for f in (vision, text):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"")
+    calls.clear()
+    mdm.pretrain(tmp_path, tmp_path / "data" / "train", args)
+    assert calls == []
