@@ -8,10 +8,13 @@ Steps (every run is one of the recipes with its shipped config and overrides):
 1. ClueWorld splits, no video files (clips are re-rendered from their ids): train seed
    ``TRAIN_SEED``, test seed ``TEST_SEED`` (never used in training); a vision store
    of the training clips (``training.data.VisionStore``) shared by all runs.
-2. ``training.stage1`` and, at the same time, the ``direct`` and ``cot`` baselines with
+2. Stage 0: ``training.vision_pretrain`` (the vision tower, on dense cell labels) and
+   ``training.text_pretrain`` (the language model, until it has an induction circuit).  Every
+   run below starts from both (``model.vision_init``, ``model.text_init``) with the tower frozen.
+3. ``training.stage1`` and, at the same time, the ``direct`` and ``cot`` baselines with
    ``s1_steps + s2_steps`` steps each (equal budget), then ``training.stage2`` on the
    first ``stage2_train`` training samples.
-3. ``training.evaluate`` of ClueNet, direct and cot on the test split; scores in
+4. ``training.evaluate`` of ClueNet, direct and cot on the test split; scores in
    ``<out>/eval-<mode>.json``.
 
 ``--time-budget S`` first times 30 steps of the three concurrent runs and sizes the
@@ -98,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     p.add_argument("--eval-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     p.add_argument("--loader-workers", type=int, default=4)
+    p.add_argument("--vision-steps", type=int, default=300, help="stage 0: training.vision_pretrain steps")
+    p.add_argument("--text-steps", type=int, default=3000, help="stage 0b: the most training.text_pretrain steps")
+    p.add_argument("--text-seed", type=int, default=1, help="training.text_pretrain seed")
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--time-budget", type=float, default=0.0,
                    help="seconds for the whole command: measure the step time first and size the runs to fit (0: off)")
@@ -114,7 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     train = make_data(out, args.train, args.stage2_train, args.test, args.workers)
     print(f"data ready in {time.time() - t0:.0f} s", flush=True)
     py = [sys.executable, "-m"]
-    common = [f"data.num_workers={args.loader_workers}", *args.overrides]
+    vision, text = pretrain(out, train, args)
+    print(f"stage 0 done at {time.time() - t0:.0f} s", flush=True)
+    common = [f"data.num_workers={args.loader_workers}", f"model.vision_init={vision}", "model.freeze_vision=true",
+              f"model.text_init={text}", *args.overrides]
     if args.time_budget:
         args.s1_steps, args.s2_steps = size_runs(out, train, common, args.time_budget - (time.time() - t0),
                                                 args.eval_reserve, args.stage2_overhead)
@@ -141,6 +150,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_eval:
         evaluate_all(out, args.eval_workers, t0)
     return 0
+
+
+def pretrain(out: Path, train: Path, args: argparse.Namespace) -> tuple[Path, Path]:
+    """Stage 0 (``training.vision_pretrain``) and 0b (``training.text_pretrain``), each skipped
+    when its output is already there; returns (vision.safetensors, text.safetensors)."""
+    from training import text_pretrain, vision_pretrain
+
+    py = [sys.executable, "-m"]
+    vision = out / "vision" / vision_pretrain.WEIGHTS_NAME
+    if not vision.is_file():
+        _run([*py, "training.vision_pretrain", "--train", str(train / "clueworld.jsonl"), "--out", str(vision.parent),
+              "--steps", str(args.vision_steps)], out / "vision_pretrain.log")
+    text = out / "text" / text_pretrain.WEIGHTS_NAME
+    if not text.is_file():
+        _run([*py, "training.text_pretrain", "--out", str(text.parent), "--steps", str(args.text_steps),
+              "--seed", str(args.text_seed)], out / "text_pretrain.log")
+    return vision, text
 
 
 PROBE_STEPS = 30

@@ -82,8 +82,9 @@ def model_card(run: Path, evals: dict[str, dict], command: str, size_mb: float) 
     return f"""# ClueNet small (ClueWorld) -- the app's embedded default model
 
 A ClueNet model built from the real transformers Qwen2-VL classes at a small size
-({sizes}), trained from random initialisation on ClueWorld only: the procedurally
-generated 4x4-grid videos of `cluenet/data/clueworld.py`. It knows nothing about
+({sizes}), trained from random initialisation on ClueWorld only (and, for the language
+model's stage 0, rows of random tokens): the procedurally generated 4x4-grid videos of
+`cluenet/data/clueworld.py`. It knows nothing about
 real-world video; in the app an uploaded real clip gets a notice saying so.
 
 * weights: `model.safetensors`, filter head `filter_head.safetensors` ({size_mb:.1f} MB in all)
@@ -97,7 +98,7 @@ real-world video; in the app an uploaded real clip gets a notice saying so.
 python -m training.ship --run {run}
 ```
 
-* data: ClueWorld train split seed {TRAIN_SEED} ({s1.get('train_path', '?')}); stage 2 on its first samples
+{_stage0(run)}* data: ClueWorld train split seed {TRAIN_SEED} ({s1.get('train_path', '?')}); stage 2 on its first samples
   ({s2.get('train_path', '?')}); test split seed {TEST_SEED}, never used in training
 * stage 1 (E + R): {s1.get('steps', '?')} steps; stage 2 (self clues, filter head, R on filtered clues, E replay):
   {s2.get('steps', '?')} steps; baselines `direct` {base['direct'].get('steps', '?')} and `cot`
@@ -117,6 +118,25 @@ F1 >= 0.85 and temporal IoU >= 0.3 with 0.25 s tolerance, `cluenet/metrics.py`).
 {_verdict(evals["cluenet"])} It is a teaching and testing model for the explorer, not a
 video QA model; the README's "Default model" section says what was tried.
 """
+
+
+def _stage0(run: Path) -> str:
+    """Card lines for the stage-0 reports of ``run`` (none when it has none)."""
+    lines = []
+    vision = run / "vision" / "vision_pretrain.json"
+    if vision.is_file():
+        v = json.loads(vision.read_text())
+        held = ", ".join(f"{k[:-9]} {_pct(x)} %" for k, x in v["held_out"].items() if k.endswith("_occupied"))
+        lines.append(f"* stage 0, vision (`training.vision_pretrain`): {v['args']['steps']} steps, seed {v['args']['seed']}, "
+                     f"{v['seconds']} s; held-out occupied cells: {held}; the tower stays frozen afterwards")
+    text = run / "text" / "text_pretrain.json"
+    if text.is_file():
+        t = json.loads(text.read_text())
+        last = t["checks"][-1]
+        lines.append(f"* stage 0b, language model (`training.text_pretrain`, random-token rows with a repeated segment): "
+                     f"{last['step']} steps, seed {t['args']['seed']}, {t['seconds']} s; held-out repeat accuracy "
+                     f"{last['repeat_accuracy']}, zero-shot recall {last['recall_accuracy_zero_shot']}")
+    return "".join(line + "\n" for line in lines)
 
 
 def _verdict(ev: dict) -> str:
