@@ -100,7 +100,7 @@ def make_loss(beta: float):
         logits, targets = filter_logits(model.head if not hasattr(model, "module") else model.module.head, hidden, batch)
         if logits.numel():
             bce = F.binary_cross_entropy_with_logits(logits.float(), targets.float())
-            metrics["filter_bce"] = float(bce)
+            metrics["filter_bce"] = bce.item()
             metrics["filter_acc"] = float(((logits > 0).float() == targets).float().mean())
         else:
             bce = lm * 0
