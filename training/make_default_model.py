@@ -21,13 +21,13 @@ Steps (every run is one of the recipes with its shipped config and overrides):
 step counts so that everything, evaluation included, ends within S seconds.
 
 Measured (2026-11-29, 2 CPU cores, the shipped run: ``--train 6000 --stage2-train 160
---test 500 --workers 2 --eval-workers 2 --loader-workers 1 --time-budget 5000
---eval-reserve 600 --stage2-overhead 300``): data 87 s; 1.67 s per step with the three
-runs at once; 1,507 stage-1 + 205 stage-2 steps, baselines 1,712 steps each (batch 8);
-everything done in 3,559 s.  Test accuracy ClueNet 18.2 %, direct 21.8 %, cot 21.8 %
-(chance 20 %), clue F1 0.002: at this budget the model learns the output grammar, not
-the clip (README, "Default model", lists what was tried).  An earlier GPU run (one H200,
-249 + 33 steps at batch 32 of the 4.4 M size) was at chance too.
+--test 500 --workers 2 --eval-workers 2 --loader-workers 1 --time-budget 3200
+--eval-reserve 600 --stage2-overhead 300``, with ``runs/default/text`` made first by the same
+``training.text_pretrain`` command, 366 s): stage 0 vision 143 s; 1.43 s per step with the
+three runs at once; 926 stage-1 + 126 stage-2 steps, baselines 1,052 steps each (batch 8);
+everything done in 2,336 s.  Test accuracy ClueNet 19.4 %, direct 17.4 %, cot 16.0 % (chance
+20 %), clue F1 0.073 (README, "Default model": the previous recipe without stage 0 gave 18.2 /
+21.8 / 21.8 % and clue F1 0.002).
 """
 from __future__ import annotations
 

@@ -142,9 +142,13 @@ def _stage0(run: Path) -> str:
 def _verdict(ev: dict) -> str:
     acc, f1 = ev.get("accuracy") or 0.0, ev.get("clues", {}).get("f1") or 0.0
     head = f"On the test split it scores {_pct(acc)} % against a chance level of 20 % (clue F1 {f1:.3f}):"
-    if acc < 0.3 and f1 < 0.1:
+    if acc < 0.3 and f1 < 0.01:
         return (f"{head} at this training budget it has learned the output format (clue lines, cited chains, "
                 "an answer), not the task. Its clues do not describe the clip.")
+    if acc < 0.3:
+        prec = ev.get("clues", {}).get("precision") or 0.0
+        return (f"{head} its answers are at chance level and {_pct(1 - prec)} % of its clues match no event of "
+                "the clip.")
     return f"{head} read the per-type numbers before trusting a clue it writes."
 
 
