@@ -25,9 +25,10 @@ Measured (2026-11-29, 2 CPU cores, the shipped run: ``--train 6000 --stage2-trai
 --eval-reserve 600 --stage2-overhead 300``, with ``runs/default/text`` made first by the same
 ``training.text_pretrain`` command, 366 s): stage 0 vision 143 s; 1.43 s per step with the
 three runs at once; 926 stage-1 + 126 stage-2 steps, baselines 1,052 steps each (batch 8);
-everything done in 2,336 s.  Test accuracy ClueNet 19.4 %, direct 17.4 %, cot 16.0 % (chance
-20 %), clue F1 0.073 (README, "Default model": the previous recipe without stage 0 gave 18.2 /
-21.8 / 21.8 % and clue F1 0.002).
+everything done in 2,336 s.  That run's stage 2 had lr 1e-3 and broke the chains; re-run at
+the config's current 1e-4 on the same stage-1 output (about 4 minutes): test accuracy ClueNet
+20.0 %, direct 17.4 %, cot 16.0 % (chance 20 %), clue F1 0.082 (README, "Default model": the
+previous recipe without stage 0 gave 18.2 / 21.8 / 21.8 % and clue F1 0.002).
 """
 from __future__ import annotations
 
