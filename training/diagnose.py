@@ -199,7 +199,7 @@ def run_tokens(args: argparse.Namespace) -> int:
 
 def _run_tokens(args: argparse.Namespace) -> int:
     from cluenet.data import clueworld as cw
-    from training import common, model_build, stage1
+    from training import common, stage1
     from training.config import Stage1RunConfig, load_config
 
     torch.manual_seed(args.seed)
@@ -209,10 +209,10 @@ def _run_tokens(args: argparse.Namespace) -> int:
         overrides.append("model.freeze_vision=true")
     if args.vision_init:
         overrides.append(f"model.vision_init={args.vision_init}")
+    if args.text_init:
+        overrides.append(f"model.text_init={args.text_init}")
     cfg = load_config(Stage1RunConfig, str(STAGE1_CONFIG), overrides)
     trainer = stage1.setup(cfg)
-    if args.text_init:
-        model_build.load_text(trainer.model, args.text_init)
     model, data, collate = trainer.model, trainer.train_data, trainer.collate.collate_fn
     tok = trainer.built.processor.tokenizer
     ids_of = token_classes(tok.convert_ids_to_tokens(list(range(len(tok)))), cw.COLOUR_NAMES, cw.SHAPES)
