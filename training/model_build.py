@@ -142,8 +142,9 @@ def _text_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_text(model: torch.nn.Module, path: str) -> None:
-    """Write the language model's weights (safetensors, atomically), for ``load_text``."""
+def save_weights(tensors: dict[str, torch.Tensor], path: str) -> None:
+    """Write ``tensors`` as safetensors to a temporary name, then rename: a run killed while
+    saving leaves no half file at ``path``."""
     from pathlib import Path
 
     from safetensors.torch import save_file
@@ -151,8 +152,13 @@ def save_text(model: torch.nn.Module, path: str) -> None:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    save_file(_text_state(model), str(tmp))
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp))
     tmp.replace(out)
+
+
+def save_text(model: torch.nn.Module, path: str) -> None:
+    """Write the language model's weights (``save_weights``), for ``load_text``."""
+    save_weights(_text_state(model), path)
 
 
 def load_text(model: torch.nn.Module, path: str) -> None:

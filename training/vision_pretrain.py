@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import time
 from pathlib import Path
@@ -93,7 +92,6 @@ def _clip_targets(sample_ids: Sequence[str], world: Any) -> dict[str, torch.Tens
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
     from cluenet.data import clueworld as cw
@@ -102,6 +100,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from training.config import ModelConfig
     from training.make_default_model import _processor_fn
 
+    if args.steps < 1:
+        raise SystemExit(f"--steps must be at least 1, got {args.steps}")
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     built = model_build.build(ModelConfig(name_or_path=args.model, finetune="full"), seed=args.seed)
@@ -132,15 +132,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         opt.step()
         sched.step()
         if step % args.every == 0 or step == args.steps:
+            scores = evaluate(visual, head, store, held, targets)
             print(json.dumps({"step": step, "seconds": round(time.time() - t0), "loss": round(loss.item(), 4),
-                              "held_out": evaluate(visual, head, store, held, targets)}), flush=True)
+                              "held_out": scores}), flush=True)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (WEIGHTS_NAME + ".tmp")  # then renamed: a run killed while saving leaves no half file
-    save_file({k: v.detach().contiguous() for k, v in visual.state_dict().items()}, str(tmp))
-    os.replace(tmp, out / WEIGHTS_NAME)
+    model_build.save_weights(visual.state_dict(), str(out / WEIGHTS_NAME))
     report = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "seconds": round(time.time() - t0),
-              "held_out_clips": len(held), "held_out": evaluate(visual, head, store, held, targets)}
+              "held_out_clips": len(held), "held_out": scores}
     (out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
