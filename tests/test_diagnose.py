@@ -11,8 +11,28 @@ def test_classify_splits_clue_and_chain_words_and_finds_the_closing_letter():
     ids = [1, 2, 3, 7, 6, 1, 2, 3, 4, 5, 8]  # the red circle hits </clues> the red circle is B A
     labels = [-100] + ids[1:]
     got = classify(ids, labels, ids_of, clues_close=6)
-    assert 0 not in got and (got[1], got[2], got[3]) == ("cl_colour", "cl_shape", "other")
+    assert 0 not in got and (got[1], got[2], got[3], got[4]) == ("cl_colour", "cl_shape", "cl_verb", "other")
     assert (got[6], got[7], got[9], got[10]) == ("ch_colour", "ch_shape", "chain_letter", "letter")
+    numbers = token_classes(["Ġ", "1", "5", "c", "0"], [], [])["number"]
+    assert numbers == {1, 2, 4}
+
+
+def test_classes_scores_a_trained_model_on_a_split(tmp_path, capsys):
+    from training import stage1
+
+    from recipe_helpers import stage1_config, tiny_split
+
+    split = tiny_split(tmp_path / "data", n=3, seed=43)
+    stage1.run(stage1_config(split, tmp_path / "s1", steps=1))
+    capsys.readouterr()
+    assert main(["classes", "--model", str(tmp_path / "s1" / "final"), "--data", str(split), "--limit", "2",
+                 "--batch", "1"]) == 0
+    got = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert got["rows"] == 2 and set(got["accuracy"]) == set(got["targets"])
+    # one closing letter in the chain and one answer letter per row
+    assert got["targets"]["chain_letter"] == 2 and got["targets"]["letter"] == 2
+    assert {"cl_colour", "cl_shape", "cl_verb", "cl_number", "other"} <= set(got["targets"])
+    assert all(0.0 <= v <= 1.0 for v in got["accuracy"].values())
 
 
 def test_copy_probe_prints_accuracy(capsys):
@@ -150,3 +170,47 @@ def test_recall_probe_prints_accuracy(capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert rows[0]["chance"] == round(1 / 6, 3) and [r["step"] for r in rows[1:]] == [1, 2]
     assert all(0.0 <= r["recall_accuracy"] <= 1.0 for r in rows[1:])
+
+
+def test_option_rows_label_each_query_with_its_options_letter():
+    import torch
+
+    from training.diagnose import options_batch
+
+    marks = {"letters": [1, 2, 3, 4, 5], "said": [11, 12, 13, 14, 15], "head": [20, 21, 22], "dot": 23,
+             "newline": 22, "is": 24}
+    content = list(range(30, 90))
+    ids, labels, fresh = options_batch(marks, content, 6, 96, 5, torch.Generator().manual_seed(0))
+    assert ids.shape == labels.shape == fresh.shape == (6, 96)
+    for row, lab, new in zip(ids.tolist(), labels.tolist(), fresh.tolist()):
+        start = row.index(20)
+        lines, cur = {}, None
+        for t in row[start + 3:]:
+            if t in marks["letters"]:
+                cur = marks["letters"].index(t)
+                lines[cur] = []
+            elif t == 22:
+                if cur == 4:
+                    break
+                cur = None
+            elif cur is not None and t != 23:
+                lines[cur].append(t)
+        own = {k: set(v) - set.intersection(*map(set, lines.values())) for k, v in lines.items()}
+        asked = []
+        for p, y in enumerate(lab):
+            if y == -100:
+                continue
+            k = marks["said"].index(y)
+            assert row[p - 1] == marks["is"] and row[p] == y
+            assert set(row[p - 1 - len(own[k]):p - 1]) == own[k]  # that option's own words, right before " is"
+            assert new[p] == (k not in asked)
+            asked.append(k)
+        assert len(asked) == 5
+
+
+def test_options_probe_prints_accuracy(capsys):
+    assert main(["options", "--steps", "2", "--every", "1", "--batch", "2", "--repeat-batch", "1",
+                 "--sizes", '{"text_layers": 1}']) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert rows[0]["chance"] == 0.2 and [r["step"] for r in rows] == [0, 1, 2]
+    assert all(0.0 <= r[k] <= 1.0 for r in rows for k in ("accuracy", "fresh_accuracy", "repeat_accuracy"))

@@ -9,6 +9,9 @@
     python -m training.diagnose copy [--lr 3e-3 --steps 300]
     python -m training.diagnose recall [--pairs 4 --noise 6 --steps 1500 --sizes '{"text_layers": 2}']
     python -m training.diagnose tokens --train DATA --text-init runs/default/text/text.safetensors [--lr 1e-3]
+    python -m training.diagnose options [--text-init runs/default/text/text.safetensors --repeat-batch 8 --steps 3000]
+    python -m training.diagnose classes --model runs/default/stage1/final --data runs/default/data/test/clueworld.jsonl
+        [--limit 96 --batch 8]
 
 ``tokens`` trains the stage-1 model (``training/configs/stage1_clueworld.yaml``, E + R
 rows from the training split's vision store) with a plain AdamW loop and, every
@@ -19,8 +22,10 @@ each class of target token:
   need the clip: which object did what);
 * ``ch_colour`` / ``ch_shape`` -- the same words inside the chain (copyable from the
   question and the clues in context);
+* ``cl_verb`` / ``ch_verb`` -- the event verbs (enters, hits, stops, turns, leaves);
+* ``cl_number`` / ``ch_number`` -- digit tokens: the clues' times and ids, the chain's step numbers;
 * ``chain_letter`` -- the option letter that closes the chain; ``letter`` -- other letters;
-* ``other`` -- everything else (template words, ids, times).
+* ``other`` -- everything else (template words, punctuation).
 
 Chance for a colour is 1/8, for a shape 1/6, for a letter 1/5.  ``--no-video`` drops the
 video tokens (a text-only model of the same rows), ``--sizes`` overrides ``SMALL_SIZES``.
@@ -38,6 +43,11 @@ Two variants test ideas for making the grounded tokens learnable sooner:
 * ``--copy-warmup N`` first trains N steps of the ``copy`` task (48 tokens) so the model
   starts the real rows with a working copy circuit.
 
+``classes --model FOLDER --data test.jsonl`` scores the same classes, teacher-forced on the
+gold stage-1 rows (prefix, gold clues, gold chain), for a model already trained: it shows which
+tokens a trained model gets wrong when everything before them is right.  The chain's letter
+needs no clip once the gold clues are in context, so its accuracy is the reasoning's ceiling.
+
 ``colours`` asks the plainest question of the clip: the target is only the sorted list
 of palette colours visible anywhere in it.  It prints the no-clip baseline (each colour
 predicted from the previous one, a bigram of the training lists), ``--linear-probe``
@@ -53,6 +63,15 @@ values, filler tokens between the pairs, then the keys again in a random order. 
 1/6; naming a random value of the row gives about 0.37 (1/4 + 3/4 x 1/6); only reading the binding does
 better.  Unlike ``copy`` (a fixed offset, which a positional head solves), the key's
 position varies, so it needs a content-based (induction) lookup.
+
+``options`` trains the lookup that the chain's closing letter needs, alone: rows of random
+tokens with an "Options:" list of five lines (``A.`` to ``E.``, a template shared by the lines
+and each line's own words), then five queries, each an option's words, " is", and the label
+on its letter (`` B``, as the chain writes it).  The queried options are drawn with
+replacement, so a repeat can be copied from the earlier answer; ``fresh_accuracy`` counts
+only first queries (chance 0.2).  ``repeat_accuracy`` is the held-out accuracy of
+``text_pretrain``'s repeat rows, i.e. whether the induction circuit survives; ``--text-init``
+starts from that recipe's output and ``--repeat-batch N`` trains N repeat rows a step as well.
 
 ``copy`` trains the same classes on a synthetic copy task (24 random tokens, a
 separator, the same 24 again) and prints the accuracy of the copied half.  It is learned in
@@ -77,11 +96,17 @@ STAGE1_CONFIG = Path(__file__).resolve().parent / "configs" / "stage1_clueworld.
 COPY_LEN, COPY_BATCH = 24, 16
 
 
+EVENT_VERBS = ("enters", "hits", "stops", "turns", "leaves")
+
+
 def token_classes(vocab: Sequence[str], colours: Sequence[str], shapes: Sequence[str]) -> dict[str, set[int]]:
-    """Token ids of colour words, shape words, option letters and the word "is"."""
+    """Token ids of colour words, shape words, event verbs, number tokens (digits only), option
+    letters and the word "is"."""
     word = [t.strip("Ġ▁ ") for t in vocab]
     return {"colour": {i for i, w in enumerate(word) if w in colours},
             "shape": {i for i, w in enumerate(word) if w in shapes},
+            "verb": {i for i, w in enumerate(word) if w in EVENT_VERBS},
+            "number": {i for i, w in enumerate(word) if w.isdigit()},
             "letter": {i for i, w in enumerate(word) if len(w) == 1 and w in "ABCDE"},
             "is": {i for i, w in enumerate(word) if w == "is"}}
 
@@ -98,12 +123,32 @@ def classify(ids: Sequence[int], labels: Sequence[int], ids_of: dict[str, set[in
             continue
         if t in ids_of["letter"]:
             name = "chain_letter" if p > 0 and ids[p - 1] in ids_of["is"] else "letter"
-        elif t in ids_of["colour"] or t in ids_of["shape"]:
-            name = ("ch_" if in_chain else "cl_") + ("colour" if t in ids_of["colour"] else "shape")
         else:
-            name = "other"
+            kind = next((k for k in ("colour", "shape", "verb", "number") if t in ids_of[k]), None)
+            name = "other" if kind is None else ("ch_" if in_chain else "cl_") + kind
         out[p] = name
     return out
+
+
+class ClassTally:
+    """Teacher-forced next-token hits per token class (``classify``) over batches of rows."""
+
+    def __init__(self, ids_of: dict[str, set[int]], clues_close: int) -> None:
+        self.ids_of, self.clues_close = ids_of, clues_close
+        self.hits: dict[str, int] = {}
+        self.seen: dict[str, int] = {}
+
+    def add(self, logits: torch.Tensor, items: Sequence[Sequence[Any]]) -> None:
+        """``logits`` of a batch whose rows are the first row of each item, in order."""
+        pred = logits[:, :-1].argmax(-1)
+        for j, rows in enumerate(items):
+            r = rows[0]
+            for p, name in classify(r.input_ids, r.labels, self.ids_of, self.clues_close).items():
+                self.hits[name] = self.hits.get(name, 0) + int(pred[j, p - 1] == r.input_ids[p])
+                self.seen[name] = self.seen.get(name, 0) + 1
+
+    def accuracy(self) -> dict[str, float]:
+        return {name: round(self.hits[name] / self.seen[name], 3) for name in sorted(self.seen)}
 
 
 def _strip_video(rows: list, video_id: int) -> list:
@@ -140,13 +185,13 @@ def stamp_frames(row: Any, video_id: int, vision_start: int, vision_end: int, st
     return row
 
 
-def _warm_up(opt: torch.optim.Optimizer, step: int, warmup: int) -> None:
+def warm_up(opt: torch.optim.Optimizer, step: int, warmup: int) -> None:
     """Linear warm-up of every group's lr to the lr it was built with (kept as ``base``)."""
     for g in opt.param_groups:
         g["lr"] = g.setdefault("base", g["lr"]) * min(1.0, step / warmup)
 
 
-def _update(model: Any, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+def adamw_step(model: Any, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     """One AdamW step on ``loss`` with the gradient norm clipped to 1."""
     opt.zero_grad()
     loss.backward()
@@ -168,10 +213,10 @@ def _train_copy(model: Any, opt: torch.optim.Optimizer, vocab: int, steps: int, 
     """``steps`` AdamW steps of the copy task; prints the copied half's accuracy every ``every`` steps."""
     t0 = time.time()
     for step in range(1, steps + 1):
-        _warm_up(opt, step, warmup)
+        warm_up(opt, step, warmup)
         ids, labels = _copy_batch(vocab, length, COPY_BATCH)
         out = model(input_ids=ids, labels=labels)
-        _update(model, opt, out.loss)
+        adamw_step(model, opt, out.loss)
         if step % every == 0 or step == steps:
             acc = (out.logits[:, length:-1].argmax(-1) == ids[:, length + 1:]).float().mean().item()
             print(json.dumps({"task": "copy", "step": step, "seconds": round(time.time() - t0), "loss": round(out.loss.item(), 4),
@@ -247,18 +292,12 @@ def _run_tokens(args: argparse.Namespace) -> int:
     @torch.no_grad()
     def evaluate() -> dict[str, float]:
         model.eval()
-        hits: dict[str, int] = {}
-        seen: dict[str, int] = {}
+        tally = ClassTally(ids_of, clues_close)
         for k in range(0, HELD_OUT, 16):
             b, items = batch(held[k:k + 16], 1.0)
-            pred = common.lm_forward(model, b).logits[:, :-1].argmax(-1)
-            for j, rows in enumerate(items):
-                r = rows[0]
-                for p, name in classify(r.input_ids, r.labels, ids_of, clues_close).items():
-                    hits[name] = hits.get(name, 0) + int(pred[j, p - 1] == r.input_ids[p])
-                    seen[name] = seen.get(name, 0) + 1
+            tally.add(common.lm_forward(model, b).logits, items)
         model.train()
-        return {name: round(hits[name] / seen[name], 3) for name in sorted(seen)}
+        return tally.accuracy()
 
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.01,
                             betas=(0.9, 0.98))
@@ -267,13 +306,39 @@ def _run_tokens(args: argparse.Namespace) -> int:
         _train_copy(model, opt, len(tok), args.copy_warmup, 2 * COPY_LEN, args.every, args.warmup)
     t0 = time.time()
     for step in range(1, args.steps + 1):
-        _warm_up(opt, step, args.warmup)
+        warm_up(opt, step, args.warmup)
         b, _ = batch(rng.sample(pool, args.batch), args.chain_weight)
         loss, _ = common.weighted_lm_loss(common.lm_forward(model, b).logits, b)
-        _update(model, opt, loss)
+        adamw_step(model, opt, loss)
         if step % args.every == 0 or step == args.steps:
             print(json.dumps({"step": step, "rows": step * args.batch, "seconds": round(time.time() - t0),
                               "loss": round(loss.item(), 4), "accuracy": evaluate()}), flush=True)
+    return 0
+
+
+def run_classes(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from cluenet.data import clueworld as cw
+    from training import common, evaluate, stage1
+    from training import data as tdata
+    from training.config import DataConfig, LossConfig
+
+    net = evaluate.load_model(args.model, device="cpu")
+    samples = common.load_samples(args.data, "--data")
+    samples = samples[:args.limit] if args.limit > 0 else samples
+    frames = common.frame_source(DataConfig(num_frames=net.num_frames), samples, args.data)
+    data = tdata.RowDataset(samples, net.processor, net.family, frames, stage1.make_rows(LossConfig()))
+    common.attach_store(data, args.data)
+    collate, tok = common.collator(net.processor), net.tokenizer
+    tally = ClassTally(token_classes(tok.convert_ids_to_tokens(list(range(len(tok)))), cw.COLOUR_NAMES, cw.SHAPES),
+                       tok.convert_tokens_to_ids("</clues>"))
+    with torch.no_grad():
+        for k in tqdm(range(0, len(samples), args.batch), desc="rows", unit="batch"):
+            items = [data[i] for i in range(k, min(k + args.batch, len(samples)))]
+            tally.add(common.lm_forward(net.model, collate(items)).logits, items)
+    print(json.dumps({"model": args.model, "rows": len(samples), "accuracy": tally.accuracy(),
+                      "targets": dict(sorted(tally.seen.items()))}), flush=True)
     return 0
 
 
@@ -361,13 +426,112 @@ def run_recall(args: argparse.Namespace) -> int:
           flush=True)
     t0 = time.time()
     for step in range(1, args.steps + 1):
-        _warm_up(opt, step, args.warmup)
+        warm_up(opt, step, args.warmup)
         ids, labels = recall_batch(pools["keys"], pools["values"], pools["filler"], args.batch, args.pairs,
                                    args.noise, gen)
-        _update(model, opt, model(input_ids=ids, labels=labels).loss)
+        adamw_step(model, opt, model(input_ids=ids, labels=labels).loss)
         if step % args.every == 0 or step == args.steps:
             print(json.dumps({"step": step, "seconds": round(time.time() - t0),
                               "recall_accuracy": held_accuracy(model, held)}), flush=True)
+    return 0
+
+
+def option_marks(tok: Any) -> dict[str, Any]:
+    """Ids of the prompt's option-list tokens: ``A``..``E`` as the option lines write them, the
+    chain's `` A``..`` E``, and "Options", ":", ".", the newline and " is"."""
+    conv = tok.convert_tokens_to_ids
+    return {"letters": [conv(c) for c in "ABCDE"], "said": [conv("Ġ" + c) for c in "ABCDE"],
+            "head": [conv("Options"), conv(":"), conv("Ċ")], "dot": conv("."), "newline": conv("Ċ"), "is": conv("Ġis")}
+
+
+def options_batch(marks: dict[str, Any], content: Sequence[int], batch: int, length: int, queries: int,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Option-lookup rows: filler, then "Options:" and five lines ``L. <template> <content>`` (the
+    template shared by the five lines, each line's content its own), then ``queries`` times an
+    option drawn with replacement -- filler, part of the template, that option's content, " is"
+    -- with the label on its letter (`` B``).  Returns ids, labels and a mask of the labels whose
+    option was not asked before in the row (a repeat can be copied from the earlier answer)."""
+    def draw(lo: int, hi: int) -> int:
+        return int(torch.randint(lo, hi, (1,), generator=gen))
+
+    def pick(n: int, used: set[int]) -> list[int]:
+        out: list[int] = []
+        while len(out) < n:
+            t = content[draw(0, len(content))]
+            if t not in used and t not in out:
+                out.append(t)
+        return out
+
+    rows, labs, fresh = [], [], []
+    for _ in range(batch):
+        template = pick(draw(0, 5), set())
+        used = set(template)
+        lines = []
+        for _ in range(5):
+            lines.append(pick(draw(1, 4), used))
+            used |= set(lines[-1])
+        body = list(marks["head"])
+        for letter, words in zip(marks["letters"], lines):
+            body += [letter, marks["dot"], *template, *words, marks["newline"]]
+        tail, asked, targets = [], set(), []
+        for _ in range(queries):
+            k = draw(0, 5)
+            tail += pick(draw(0, 4), used) + template[:draw(0, len(template) + 1)] + lines[k] + [marks["is"], marks["said"][k]]
+            targets.append((len(tail) - 1, k not in asked))
+            asked.add(k)
+        if len(body) + len(tail) > length:
+            raise ValueError(f"rows of {length} tokens cannot hold {queries} queries; use a longer --length")
+        head = pick(length - len(body) - len(tail), used)
+        row = head + body + tail
+        lab, new = [-100] * length, [False] * length
+        for p, first in targets:
+            q = len(head) + len(body) + p
+            lab[q], new[q] = row[q], first
+        rows.append(row)
+        labs.append(lab)
+        fresh.append(new)
+    return torch.tensor(rows), torch.tensor(labs), torch.tensor(fresh)
+
+
+def run_options(args: argparse.Namespace) -> int:
+    from cluenet import tokenizer as tokmod
+    from training import model_build, text_pretrain
+
+    model, pools = text_probe_setup(args.seed, args.sizes)
+    if args.text_init:
+        model_build.load_text(model, args.text_init)
+    marks = option_marks(tokmod.load())
+    reserved = {*marks["letters"], *marks["said"], *marks["head"], marks["dot"], marks["is"]}
+    content = [i for i in pools["text"] if i not in reserved]
+    gen = torch.Generator().manual_seed(args.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    ids, labels, fresh = options_batch(marks, content, 128, args.length, args.queries,
+                                       torch.Generator().manual_seed(args.seed + 1))
+    repeat_held = text_pretrain.repeat_batch(pools["text"], 64, args.length, torch.Generator().manual_seed(args.seed + 2))
+
+    def report(step: int, t0: float) -> dict[str, Any]:
+        with torch.no_grad():
+            model.eval()
+            pred = model(input_ids=ids).logits[:, :-1].argmax(-1)
+            model.train()
+        lab, new = labels[:, 1:], fresh[:, 1:]
+        hit = pred == lab
+        return {"step": step, "seconds": round(time.time() - t0), "accuracy": round(hit[lab != -100].float().mean().item(), 3),
+                "fresh_accuracy": round(hit[new].float().mean().item(), 3),
+                "repeat_accuracy": held_accuracy(model, repeat_held)}
+
+    t0 = time.time()
+    print(json.dumps({"chance": 0.2, **report(0, t0)}), flush=True)
+    for step in range(1, args.steps + 1):
+        warm_up(opt, step, args.warmup)
+        b_ids, b_labels, _ = options_batch(marks, content, args.batch, args.length, args.queries, gen)
+        loss = model(input_ids=b_ids, labels=b_labels).loss
+        if args.repeat_batch:
+            r_ids, r_labels = text_pretrain.repeat_batch(pools["text"], args.repeat_batch, args.length, gen)
+            loss = loss + model(input_ids=r_ids, labels=r_labels).loss
+        adamw_step(model, opt, loss)
+        if step % args.every == 0 or step == args.steps:
+            print(json.dumps(report(step, t0)), flush=True)
     return 0
 
 
@@ -476,10 +640,10 @@ def run_colours(args: argparse.Namespace) -> int:
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     t0 = time.time()
     for step in range(1, args.steps + 1):
-        _warm_up(opt, step, args.warmup)
+        warm_up(opt, step, args.warmup)
         b = collate([[row(s)] for s in rng.sample(pool, args.batch)])
         loss, _ = common.weighted_lm_loss(common.lm_forward(model, b).logits, b)
-        _update(model, opt, loss)
+        adamw_step(model, opt, loss)
         if step % args.every == 0 or step == args.steps:
             print(json.dumps({"step": step, "seconds": round(time.time() - t0), "loss": round(loss.item(), 4),
                               "colour_accuracy": evaluate()}), flush=True)
@@ -535,6 +699,12 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--linear-probe", action="store_true", help="also fit the least-squares probe at init")
     k.add_argument("--warmup", type=int, default=30)
     k.set_defaults(func=run_colours)
+    m = sub.add_parser("classes", help="the same classes, teacher-forced, for a trained model on a split")
+    m.add_argument("--model", required=True, help="stage output folder (e.g. runs/default/stage1/final)")
+    m.add_argument("--data", required=True, help="annotated JSONL (clues and chain), e.g. the test split")
+    m.add_argument("--limit", type=int, default=96, help="first N samples (0: all)")
+    m.add_argument("--batch", type=int, default=8)
+    m.set_defaults(func=run_classes)
     sc = sub.add_parser("shortcut", help="how often the answer is the only option naming an object of the clip")
     sc.add_argument("--data", required=True, help="ClueWorld JSONL (with events)")
     sc.set_defaults(func=run_shortcut)
@@ -547,11 +717,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sizes", default="", help="JSON overrides of SMALL_SIZES")
     r.add_argument("--warmup", type=int, default=30)
     r.set_defaults(func=run_recall)
-    for q, steps in ((t, 600), (k, 400), (c, 300), (r, 1500)):
+    o = sub.add_parser("options", help="the lookup of the chain's closing letter: option content -> its letter")
+    o.add_argument("--queries", type=int, default=5, help="option lookups a row (drawn with replacement)")
+    o.add_argument("--length", type=int, default=128, help="tokens a row")
+    o.add_argument("--batch", type=int, default=16)
+    o.add_argument("--repeat-batch", type=int, default=0, metavar="N",
+                   help="also train N text_pretrain repeat rows a step (keeps the induction circuit in use)")
+    o.add_argument("--sizes", default="", help="JSON overrides of SMALL_SIZES")
+    o.add_argument("--text-init", default="", metavar="SAFETENSORS",
+                   help="start from python -m training.text_pretrain's output")
+    o.add_argument("--warmup", type=int, default=30)
+    o.set_defaults(func=run_options)
+    for q, steps in ((t, 600), (k, 400), (c, 300), (r, 1500), (o, 3000)):
         q.add_argument("--lr", type=float, default=3e-3)
         q.add_argument("--steps", type=int, default=steps)
         q.add_argument("--every", type=int, default=50, help="print every N steps")
         q.add_argument("--seed", type=int, default=0)
+    o.set_defaults(lr=1e-3)  # 3e-3 kept the lookups of ``recall`` at chance (README, "Default model")
     return p
 
 

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from training import model_build
-    from training.diagnose import _update, _warm_up, held_accuracy, recall_held, text_probe_setup
+    from training.diagnose import adamw_step, warm_up, held_accuracy, recall_held, text_probe_setup
 
     args = build_parser().parse_args(argv)
     if not 0.0 < args.until <= 1.0:
@@ -87,9 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {"args": vars(args), "checks": []}
     t0, reached = time.time(), False
     for step in range(1, args.steps + 1):
-        _warm_up(opt, step, args.warmup)
+        warm_up(opt, step, args.warmup)
         ids, labels = repeat_batch(pools["text"], args.batch, args.length, gen)
-        _update(model, opt, model(input_ids=ids, labels=labels).loss)
+        adamw_step(model, opt, model(input_ids=ids, labels=labels).loss)
         if step % args.every == 0 or step == args.steps:
             row = {"step": step, "seconds": round(time.time() - t0), "repeat_accuracy": held_accuracy(model, held),
                    "recall_accuracy_zero_shot": held_accuracy(model, recall)}
