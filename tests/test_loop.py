@@ -233,6 +233,26 @@ def test_warmup_cosine_schedule():
     assert f(9) == pytest.approx(0.55) and f(14) == pytest.approx(0.1) and f(100) == pytest.approx(0.1)
 
 
+def test_lr_by_prefix_gives_those_parameters_their_own_rate_under_the_same_schedule(tmp_path):
+    run_cfg = Stage1RunConfig(train=TrainConfig(output_dir=str(tmp_path), batch_size=4, max_steps=6, save_every=6),
+                              optim=OptimConfig(lr=1e-2, warmup_steps=2, weight_decay=0.1))
+    model = tiny_model()
+    trainer = Trainer(model, mse, TinyData(30), train=run_cfg.train, optim=run_cfg.optim, run_config=run_cfg,
+                      lr_by_prefix={"3.": 0.5})
+    trainer.setup()
+    head = {id(p) for p in model[3].parameters()}
+    by_lr: dict[float, set[int]] = {}
+    for g in trainer.optimizer.param_groups:
+        by_lr.setdefault(g["initial_lr"], set()).update(id(p) for p in g["params"])
+        assert g["weight_decay"] == (0.1 if g["params"][0].ndim >= 2 else 0.0)
+    assert by_lr[0.5] == head and by_lr[1e-2] == {id(p) for p in model.parameters()} - head
+    # warm-up step 1 of 2 halves both rates
+    assert sorted(g["lr"] for g in trainer.optimizer.param_groups) == pytest.approx([5e-3, 5e-3, 0.25, 0.25])
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer.train()
+    assert all(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
+
+
 def _nan_to_none(xs: list[float]) -> list[float | None]:
     return [None if math.isnan(x) else x for x in xs]  # nan != nan would fail list equality
 

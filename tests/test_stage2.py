@@ -116,8 +116,11 @@ def test_repoint_chain_and_filtered_context():
 
 
 def test_stage2_run_writes_model_filter_head_and_config(split, stage1_out, tmp_path):
-    cfg = stage2_config(split, tmp_path / "s2", stage1_out, steps=2)
+    cfg = stage2_config(split, tmp_path / "s2", stage1_out, steps=2, **{"stage2.filter_lr": 0.05})
     trainer = stage2.run(cfg)
+    head_ids = {id(p) for p in trainer.accelerator.unwrap_model(trainer.model).head.parameters()}
+    rates = {g["initial_lr"] for g in trainer.optimizer.param_groups if {id(p) for p in g["params"]} & head_ids}
+    assert rates == {0.05} and cfg.optim.lr != 0.05  # the head at stage2.filter_lr, the backbone at optim.lr
     final = tmp_path / "s2" / "final"
     info = json.loads((final / "stage.json").read_text())
     assert info["stage"] == 2 and info["stage1"] == str(stage1_out) and info["steps"] == 2

@@ -229,15 +229,18 @@ class Stage2Config:
     """Stage 2 loss ``L2 = L_R(filtered) + beta * L_filter + gamma * L_E`` and the utility label.
 
     ``delta``: a self-generated clue is useful when leaving it out lowers log p(a*)
-    by more than ``delta`` (leave-one-out on the stage-1 model).
+    by more than ``delta`` (leave-one-out on the stage-1 model).  ``filter_lr``: learning
+    rate of the filter head, which starts from scratch while the backbone continues from
+    stage 1 (0: ``optim.lr``, one rate for both); the schedule scales it like ``optim.lr``.
     """
 
     beta: float = 1.0
     gamma: float = 0.1
     delta: float = 0.1
+    filter_lr: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("beta", "gamma", "delta"):
+        for name in ("beta", "gamma", "delta", "filter_lr"):
             v = getattr(self, name)
             _require(_finite(v) and v >= 0, name, v, "a finite float >= 0")
 

@@ -169,6 +169,8 @@ class Trainer:
             and in every checkpoint.
         accelerator: an existing ``Accelerator`` (default: one built from ``train``).
         num_workers: DataLoader worker processes.
+        lr_by_prefix: parameter-name prefix -> learning rate for those parameters (e.g. a
+            from-scratch head beside a pretrained backbone); the schedule scales every rate alike.
     """
 
     def __init__(
@@ -185,6 +187,7 @@ class Trainer:
         run_config: Any = None,
         accelerator: Accelerator | None = None,
         num_workers: int = 0,
+        lr_by_prefix: dict[str, float] | None = None,
     ) -> None:
         self.model = model
         self.loss_fn = loss_fn
@@ -197,6 +200,7 @@ class Trainer:
         self.run_config = run_config
         self.accelerator = accelerator
         self.num_workers = num_workers
+        self.lr_by_prefix = dict(lr_by_prefix or {})
         self.run_dir = Path(train.output_dir)
         self.state = TrainerState()
         self.history: list[StepResult] = []
@@ -238,9 +242,16 @@ class Trainer:
         if not params:
             raise ConfigError("the model has no trainable parameters (nothing has requires_grad=True)")
         o = self.optim_cfg
-        # no weight decay on biases and norm scales (1-D), the usual AdamW practice
-        groups = [{"params": [p for _, p in params if p.ndim >= 2], "weight_decay": o.weight_decay},
-                  {"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+        def lr_of(name: str) -> float:
+            return next((lr for prefix, lr in self.lr_by_prefix.items() if name.startswith(prefix)), o.lr)
+
+        groups = []
+        for lr in dict.fromkeys([o.lr, *self.lr_by_prefix.values()]):
+            mine = [(n, p) for n, p in params if lr_of(n) == lr]
+            # no weight decay on biases and norm scales (1-D), the usual AdamW practice
+            groups += [{"params": [p for _, p in mine if p.ndim >= 2], "weight_decay": o.weight_decay, "lr": lr},
+                       {"params": [p for _, p in mine if p.ndim < 2], "weight_decay": 0.0, "lr": lr}]
         groups = [g for g in groups if g["params"]]
         return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
 

@@ -283,8 +283,10 @@ def run(cfg: Stage2RunConfig, samples: Sequence[Sample] | None = None) -> Traine
     torch.manual_seed(cfg.train.seed)
     head = FilterHead(hidden, cfg.filter.hidden, cfg.filter.dropout)
     module = Stage2Model(built.model.train(), head, built.family)
+    head_lr = {"head.": cfg.stage2.filter_lr} if cfg.stage2.filter_lr > 0 else None
     trainer = Trainer(module, make_loss(cfg.stage2.beta), dataset, train=cfg.train, optim=cfg.optim,
-                      collate_fn=common.collator(built.processor), run_config=cfg, num_workers=cfg.data.num_workers)
+                      collate_fn=common.collator(built.processor), run_config=cfg, num_workers=cfg.data.num_workers,
+                      lr_by_prefix=head_lr)
     trainer.built = built
     trainer.setup()
     if trainer.accelerator.is_main_process:
