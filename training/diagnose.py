@@ -532,6 +532,8 @@ def run_options(args: argparse.Namespace) -> int:
         adamw_step(model, opt, loss)
         if step % args.every == 0 or step == args.steps:
             print(json.dumps(report(step, t0)), flush=True)
+    if args.save:
+        model_build.save_text(model, args.save)
     return 0
 
 
@@ -726,6 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--sizes", default="", help="JSON overrides of SMALL_SIZES")
     o.add_argument("--text-init", default="", metavar="SAFETENSORS",
                    help="start from python -m training.text_pretrain's output")
+    o.add_argument("--save", default="", metavar="SAFETENSORS", help="write the text model there at the end")
     o.add_argument("--warmup", type=int, default=30)
     o.set_defaults(func=run_options)
     for q, steps in ((t, 600), (k, 400), (c, 300), (r, 1500), (o, 3000)):
