@@ -1,6 +1,8 @@
 """training.diagnose: token classes, and both probes run end to end on tiny settings."""
 import json
 
+import pytest
+
 from training.diagnose import classify, main, token_classes
 
 VOCAB = ["<pad>", "Ġthe", "Ġred", "Ġcircle", "Ġis", "ĠB", "</clues>", "Ġhits", "A"]
@@ -172,20 +174,22 @@ def test_recall_probe_prints_accuracy(capsys):
     assert all(0.0 <= r["recall_accuracy"] <= 1.0 for r in rows[1:])
 
 
-def test_option_rows_label_each_query_with_its_options_letter():
+@pytest.mark.parametrize("gap", [0, 6])
+def test_option_rows_label_each_query_with_its_options_letter(gap):
     import torch
 
     from training.diagnose import options_batch
 
     marks = {"letters": [1, 2, 3, 4, 5], "said": [11, 12, 13, 14, 15], "head": [20, 21, 22], "dot": 23,
              "newline": 22, "is": 24}
-    content = list(range(30, 90))
-    ids, labels, fresh = options_batch(marks, content, 6, 96, 5, torch.Generator().manual_seed(0))
-    assert ids.shape == labels.shape == fresh.shape == (6, 96)
+    content = list(range(30, 400))
+    ids, labels, fresh = options_batch(marks, content, 6, 160, 5, torch.Generator().manual_seed(0), gap=gap)
+    assert ids.shape == labels.shape == fresh.shape == (6, 160)
     for row, lab, new in zip(ids.tolist(), labels.tolist(), fresh.tolist()):
         start = row.index(20)
         lines, cur = {}, None
-        for t in row[start + 3:]:
+        for end in range(start + 3, len(row)):
+            t = row[end]
             if t in marks["letters"]:
                 cur = marks["letters"].index(t)
                 lines[cur] = []
@@ -196,16 +200,22 @@ def test_option_rows_label_each_query_with_its_options_letter():
             elif cur is not None and t != 23:
                 lines[cur].append(t)
         own = {k: set(v) - set.intersection(*map(set, lines.values())) for k, v in lines.items()}
-        asked = []
+        asked, last = [], end
         for p, y in enumerate(lab):
             if y == -100:
                 continue
             k = marks["said"].index(y)
             assert row[p - 1] == marks["is"] and row[p] == y
-            assert set(row[p - 1 - len(own[k]):p - 1]) == own[k]  # that option's own words, right before " is"
+            if gap == 0:  # that option's own words, right before " is"
+                assert set(row[p - 1 - len(own[k]):p - 1]) == own[k]
+            query = row[last + 1:p - 1]
+            assert own[k] <= set(query) and not any(set(query) & own[j] for j in own if j != k)
             assert new[p] == (k not in asked)
             asked.append(k)
+            last = p
         assert len(asked) == 5
+    with pytest.raises(ValueError, match="distinct ids needed"):
+        options_batch(marks, content[:20], 1, 160, 5, torch.Generator().manual_seed(0))
 
 
 def test_options_probe_prints_accuracy(capsys):

@@ -9,7 +9,8 @@
     python -m training.diagnose copy [--lr 3e-3 --steps 300]
     python -m training.diagnose recall [--pairs 4 --noise 6 --steps 1500 --sizes '{"text_layers": 2}']
     python -m training.diagnose tokens --train DATA --text-init runs/default/text/text.safetensors [--lr 1e-3]
-    python -m training.diagnose options [--text-init runs/default/text/text.safetensors --repeat-batch 8 --steps 3000]
+    python -m training.diagnose options [--text-init runs/default/text/text.safetensors --repeat-batch 8 --steps 3000
+        --gap 16 --queries 3 --length 192 --save DIR/text.safetensors]
     python -m training.diagnose classes --model runs/default/stage1/final --data runs/default/data/test/clueworld.jsonl
         [--limit 96 --batch 8]
 
@@ -71,7 +72,9 @@ on its letter (`` B``, as the chain writes it).  The queried options are drawn w
 replacement, so a repeat can be copied from the earlier answer; ``fresh_accuracy`` counts
 only first queries (chance 0.2).  ``repeat_accuracy`` is the held-out accuracy of
 ``text_pretrain``'s repeat rows, i.e. whether the induction circuit survives; ``--text-init``
-starts from that recipe's output and ``--repeat-batch N`` trains N repeat rows a step as well.
+starts from that recipe's output and ``--repeat-batch N`` trains N repeat rows a step as well;
+``--gap N`` puts up to N filler and template ids between an option's words and " is", as a
+chain step does in the real rows.
 
 ``copy`` trains the same classes on a synthetic copy task (24 random tokens, a
 separator, the same 24 again) and prints the accuracy of the copied half.  It is learned in
@@ -445,16 +448,19 @@ def option_marks(tok: Any) -> dict[str, Any]:
 
 
 def options_batch(marks: dict[str, Any], content: Sequence[int], batch: int, length: int, queries: int,
-                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  gen: torch.Generator, gap: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Option-lookup rows: filler, then "Options:" and five lines ``L. <template> <content>`` (the
     template shared by the five lines, each line's content its own), then ``queries`` times an
     option drawn with replacement -- filler, part of the template, that option's content, " is"
-    -- with the label on its letter (`` B``).  Returns ids, labels and a mask of the labels whose
+    -- with the label on its letter (`` B``); ``gap`` > 0 puts 0 to ``gap`` filler and template ids
+    between the words and " is", as a chain step does.  Returns ids, labels and a mask of the labels whose
     option was not asked before in the row (a repeat can be copied from the earlier answer)."""
     def draw(lo: int, hi: int) -> int:
         return int(torch.randint(lo, hi, (1,), generator=gen))
 
     def pick(n: int, used: set[int]) -> list[int]:
+        if len(set(content) - used) < n:
+            raise ValueError(f"{n} distinct ids needed, {len(set(content) - used)} left in a pool of {len(content)}")
         out: list[int] = []
         while len(out) < n:
             t = content[draw(0, len(content))]
@@ -476,7 +482,9 @@ def options_batch(marks: dict[str, Any], content: Sequence[int], batch: int, len
         tail, asked, targets = [], set(), []
         for _ in range(queries):
             k = draw(0, 5)
-            tail += pick(draw(0, 4), used) + template[:draw(0, len(template) + 1)] + lines[k] + [marks["is"], marks["said"][k]]
+            between = [(template + pick(1, used))[draw(0, len(template) + 1)] for _ in range(draw(0, gap + 1))]
+            tail += (pick(draw(0, 4), used) + template[:draw(0, len(template) + 1)] + lines[k] + between
+                     + [marks["is"], marks["said"][k]])
             targets.append((len(tail) - 1, k not in asked))
             asked.add(k)
         if len(body) + len(tail) > length:
@@ -506,7 +514,7 @@ def run_options(args: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     ids, labels, fresh = options_batch(marks, content, 128, args.length, args.queries,
-                                       torch.Generator().manual_seed(args.seed + 1))
+                                       torch.Generator().manual_seed(args.seed + 1), args.gap)
     repeat_held = text_pretrain.repeat_batch(pools["text"], 64, args.length, torch.Generator().manual_seed(args.seed + 2))
 
     def report(step: int, t0: float) -> dict[str, Any]:
@@ -524,7 +532,7 @@ def run_options(args: argparse.Namespace) -> int:
     print(json.dumps({"chance": 0.2, **report(0, t0)}), flush=True)
     for step in range(1, args.steps + 1):
         warm_up(opt, step, args.warmup)
-        b_ids, b_labels, _ = options_batch(marks, content, args.batch, args.length, args.queries, gen)
+        b_ids, b_labels, _ = options_batch(marks, content, args.batch, args.length, args.queries, gen, args.gap)
         loss = model(input_ids=b_ids, labels=b_labels).loss
         if args.repeat_batch:
             r_ids, r_labels = text_pretrain.repeat_batch(pools["text"], args.repeat_batch, args.length, gen)
@@ -722,6 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("options", help="the lookup of the chain's closing letter: option content -> its letter")
     o.add_argument("--queries", type=int, default=5, help="option lookups a row (drawn with replacement)")
     o.add_argument("--length", type=int, default=128, help="tokens a row")
+    o.add_argument("--gap", type=int, default=0, help="up to N filler/template ids between an option's words and \" is\"")
     o.add_argument("--batch", type=int, default=16)
     o.add_argument("--repeat-batch", type=int, default=0, metavar="N",
                    help="also train N text_pretrain repeat rows a step (keeps the induction circuit in use)")
