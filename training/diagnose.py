@@ -458,9 +458,12 @@ def options_batch(marks: dict[str, Any], content: Sequence[int], batch: int, len
     def draw(lo: int, hi: int) -> int:
         return int(torch.randint(lo, hi, (1,), generator=gen))
 
+    pool = set(content)
+
     def pick(n: int, used: set[int]) -> list[int]:
-        if len(set(content) - used) < n:
-            raise ValueError(f"{n} distinct ids needed, {len(set(content) - used)} left in a pool of {len(content)}")
+        left = len(pool - used)
+        if left < n:
+            raise ValueError(f"{n} distinct ids needed, {left} left in a pool of {len(content)}")
         out: list[int] = []
         while len(out) < n:
             t = content[draw(0, len(content))]
