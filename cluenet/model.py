@@ -117,7 +117,8 @@ class ClueNet:
     """
 
     def __init__(self, model: Any, processor: Any, filter_head: FilterHead | None, info: ModelInfo,
-                 num_frames: int = DEFAULT_NUM_FRAMES, cache_bytes: int | None = None):
+                 num_frames: int = DEFAULT_NUM_FRAMES, cache_bytes: int | None = None,
+                 option_style: str = prompts.DEFAULT_OPTION_STYLE):
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -125,6 +126,7 @@ class ClueNet:
         self.filter_head = filter_head
         self.info = info
         self.num_frames = num_frames
+        self.option_style = prompts.check_option_style(option_style)  # how the prompt letters options
         self.max_clue_tokens = MAX_CLUE_TOKENS  # instance copies so tests / the app can lower the caps
         self.max_chain_tokens = MAX_CHAIN_TOKENS
         self.device = next(model.parameters()).device
@@ -150,25 +152,28 @@ class ClueNet:
     @classmethod
     def from_pretrained(cls, model: str | Path | None = None, adapter: str | None = None,
                         filter_head: str | None = None, device: str | None = None, dtype: Any = None,
-                        trust_remote_code: bool = False) -> "ClueNet":
+                        trust_remote_code: bool = False, option_style: str | None = None) -> "ClueNet":
         """Load a model by hub name or folder; ``None`` means the embedded default.
 
         The default is ``assets/model/`` when it exists (a trained ClueWorld model), else
         a tiny random Qwen2.5-VL built from ``backbones.tiny_config`` with the shipped
         tokenizer and a fixed seed (``info.trained_on`` then says so).  ``adapter`` is a
         PEFT folder (safetensors); ``filter_head`` a ``FilterHead`` safetensors file
-        (default: the folder's ``filter_head.safetensors`` if present).  The files are
-        read by ``cluenet.pretrained.load``.
+        (default: the folder's ``filter_head.safetensors`` if present).  ``option_style``
+        overrides the folder's (``cluenet.json``; default ``letter_first``).  The files
+        are read by ``cluenet.pretrained.load``.
         """
         got = pretrained.load(model, adapter, filter_head, device, dtype, trust_remote_code)
         num_frames = got.num_frames if got.num_frames is not None else DEFAULT_NUM_FRAMES
-        return cls(got.model, got.processor, got.filter_head, got.info, num_frames=num_frames)
+        return cls(got.model, got.processor, got.filter_head, got.info, num_frames=num_frames,
+                   option_style=option_style or got.option_style)
 
     def save(self, folder: str | Path, trained_on: str | None = None) -> Path:
         """Write a folder that ``from_pretrained(folder)`` loads back (layout: ``cluenet.pretrained``);
         ``trained_on`` defaults to this model's ``info.trained_on``."""
         return pretrained.save(folder, self.model, self.processor, self.filter_head, self.family.name,
-                               self.info.trained_on if trained_on is None else trained_on, self.num_frames)
+                               self.info.trained_on if trained_on is None else trained_on, self.num_frames,
+                               self.option_style)
 
     # ------------------------------------------------------------------ public API
     def analyze(self, video: Any, question: str, options: Sequence[str], num_frames: int | None = None,
@@ -355,11 +360,11 @@ class ClueNet:
         t0 = time.perf_counter()
         clip = self._clip(video, n)
         clock.add("decode", time.perf_counter() - t0)
-        key = ("prefix", clip.key, clip.times, question, tuple(options), mode)
+        key = ("prefix", clip.key, clip.times, question, tuple(options), mode, self.option_style)
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        text = prompts.prefix_text(self.processor, question, options, clip.times, mode)
+        text = prompts.prefix_text(self.processor, question, options, clip.times, mode, self.option_style)
         t0 = time.perf_counter()
         vision, inputs = self._vision(clip, text)
         clock.add("vision", time.perf_counter() - t0)
@@ -452,7 +457,7 @@ class ClueNet:
 
     def _stored_prefix(self, trace: Trace) -> _Prefix:
         key = ("prefix", trace.clip.sha256 or None, trace.clip.frame_times, trace.question, tuple(trace.options),
-               "cluenet")
+               "cluenet", self.option_style)
         for k in self._candidate_keys(key):
             hit = self.cache.get(k)
             if hit is not None:

@@ -13,7 +13,7 @@ A saved folder (written by ``save``, read by ``load``)::
       config.json, model.safetensors      the backbone (adapter merged if any)
       tokenizer.json, tokenizer_config.json, chat_template.jinja, processor_config.json ...
       filter_head.safetensors              when the pipeline has a filter head
-      cluenet.json                         {"backbone", "trained_on", "num_frames"}
+      cluenet.json                         {"backbone", "trained_on", "num_frames", "option_style"}
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import torch
 from . import backbones
 from .errors import InputError, ModelError
 from .filter import FilterHead
+from .prompts import DEFAULT_OPTION_STYLE, OPTION_STYLES
 from .schema import ModelInfo
 
 DEFAULT_SEED = 0  # weights of the tiny random default model
@@ -45,6 +46,7 @@ class Loaded:
     filter_head: FilterHead | None
     info: ModelInfo
     num_frames: int | None  # as saved in cluenet.json; None: not saved, the pipeline's default applies
+    option_style: str = DEFAULT_OPTION_STYLE  # how its prompts letter the options (cluenet.prompts)
 
 
 def load(model: str | Path | None = None, adapter: str | None = None, filter_head: str | None = None,
@@ -68,7 +70,10 @@ def load(model: str | Path | None = None, adapter: str | None = None, filter_hea
     info = model_info(net, str(model if model is not None else "assets/model"), str(meta.get("trained_on", "")),
                       filter_head=head_path or "", adapter=adapter or "")
     num_frames = int(meta["num_frames"]) if "num_frames" in meta else None
-    return Loaded(net, proc, head, info, num_frames)
+    style = str(meta.get("option_style", DEFAULT_OPTION_STYLE))
+    if style not in OPTION_STYLES:
+        raise ModelError(f"{Path(path) / CONFIG_FILE}: option_style must be one of {OPTION_STYLES}, got {style!r}")
+    return Loaded(net, proc, head, info, num_frames, style)
 
 
 def random_default(device: str | None) -> Loaded:
@@ -95,7 +100,7 @@ def model_info(model: Any, name: str, trained_on: str, filter_head: str = "", ad
 
 
 def save(folder: str | Path, model: Any, processor: Any, filter_head: FilterHead | None, backbone: str,
-         trained_on: str, num_frames: int) -> Path:
+         trained_on: str, num_frames: int, option_style: str = DEFAULT_OPTION_STYLE) -> Path:
     """Write the folder ``load`` reads back (layout in the module docstring); returns it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -104,7 +109,7 @@ def save(folder: str | Path, model: Any, processor: Any, filter_head: FilterHead
     processor.save_pretrained(str(folder))
     if filter_head is not None:
         filter_head.save(folder / HEAD_FILE)
-    meta = {"backbone": backbone, "trained_on": trained_on, "num_frames": num_frames}
+    meta = {"backbone": backbone, "trained_on": trained_on, "num_frames": num_frames, "option_style": option_style}
     (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
     return folder
 

@@ -19,6 +19,15 @@ Choices written down here (the paper is silent on them):
   newline, so this is what the model sees at inference too, token for token.
 * The mode (cluenet / direct / cot) changes only the instruction line of the system
   prompt; the baselines share the video, the question and the options with ClueNet.
+* Two option styles (``OPTION_STYLES``).  ``letter_first`` ("B. a red ring", one a
+  line) is what pretrained instruct models know and the default everywhere.
+  ``letter_last`` ("a red ring B") is for the small model trained from scratch: its
+  chain restates the chosen option's text and then writes the letter, which is then
+  the token that follows that text in the prompt -- a copy that a 3-layer model's
+  induction head does.  With the letter first it has to look *back* from the option's
+  words to the letter before them, and trained on ClueWorld it stays at chance on that
+  step (README, "Default model").  A model folder records its style in
+  ``cluenet.json``; training takes it from ``data.option_style``.
 """
 from __future__ import annotations
 
@@ -32,6 +41,8 @@ IGNORE_INDEX = -100  # label value that cross-entropy skips (PyTorch / transform
 END_OF_TURN = "<|im_end|>"
 
 MODES = ("cluenet", "direct", "cot")
+OPTION_STYLES = ("letter_first", "letter_last")
+DEFAULT_OPTION_STYLE = "letter_first"
 
 _INSTRUCTIONS = {
     "cluenet": (
@@ -56,31 +67,45 @@ def frame_times_text(times: Sequence[float]) -> str:
     return "Frames at " + ", ".join(f"{t:.1f}" for t in times) + " s."
 
 
-def question_text(question: str, options: Sequence[str]) -> str:
-    """The question and its lettered options, one option a line."""
+def check_option_style(style: str) -> str:
+    if style not in OPTION_STYLES:
+        raise ValueError(f"option style must be one of {OPTION_STYLES}, got {style!r}")
+    return style
+
+
+def question_text(question: str, options: Sequence[str], option_style: str = DEFAULT_OPTION_STYLE) -> str:
+    """The question and its lettered options, one option a line ("B. text", or "text B"
+    with ``option_style="letter_last"``)."""
+    check_option_style(option_style)
     lines = [f"Question: {question.strip()}", "Options:"]
-    lines += [f"{LETTERS[i]}. {opt.strip()}" for i, opt in enumerate(options)]
+    if option_style == "letter_last":
+        lines += [f"{opt.strip()} {LETTERS[i]}" for i, opt in enumerate(options)]
+    else:
+        lines += [f"{LETTERS[i]}. {opt.strip()}" for i, opt in enumerate(options)]
     return "\n".join(lines)
 
 
-def messages(question: str, options: Sequence[str], times: Sequence[float], mode: str = "cluenet") -> list[dict[str, Any]]:
+def messages(question: str, options: Sequence[str], times: Sequence[float], mode: str = "cluenet",
+             option_style: str = DEFAULT_OPTION_STYLE) -> list[dict[str, Any]]:
     """Chat messages in the transformers multimodal format: one video, then text."""
-    user_text = frame_times_text(times) + "\n" + question_text(question, options)
+    user_text = frame_times_text(times) + "\n" + question_text(question, options, option_style)
     return [
         {"role": "system", "content": [{"type": "text", "text": system_prompt(mode)}]},
         {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": user_text}]},
     ]
 
 
-def prefix_text(processor: Any, question: str, options: Sequence[str], times: Sequence[float], mode: str = "cluenet") -> str:
+def prefix_text(processor: Any, question: str, options: Sequence[str], times: Sequence[float], mode: str = "cluenet",
+                option_style: str = DEFAULT_OPTION_STYLE) -> str:
     """The prefix as text (video placeholder not yet expanded), through the processor's chat template."""
-    msgs = messages(question, options, times, mode)
+    msgs = messages(question, options, times, mode, option_style)
     return processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
 
 
-def question_span(prefix: str, question: str, options: Sequence[str]) -> tuple[int, int]:
+def question_span(prefix: str, question: str, options: Sequence[str],
+                  option_style: str = DEFAULT_OPTION_STYLE) -> tuple[int, int]:
     """Character span of the question+options text inside ``prefix`` (for h_q pooling)."""
-    text = question_text(question, options)
+    text = question_text(question, options, option_style)
     start = prefix.rfind(text)
     if start < 0:
         raise ValueError("question text not found in the prefix; the chat template dropped it")
@@ -183,6 +208,6 @@ def _letter_ids(tokenizer: Any) -> list[int]:
 def template_texts() -> list[str]:
     """Every fixed string of the prompts (for training the small tokenizer)."""
     out = [system_prompt(m) for m in MODES]
-    out += [frame_times_text([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]), question_text("?", ["a", "b", "c", "d", "e"])]
+    out += [frame_times_text([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]), *(question_text("?", ["a", "b", "c", "d", "e"], style) for style in OPTION_STYLES)]
     out += [CLUES_OPEN, CHAIN_OPEN, ANSWER_OPEN]
     return out

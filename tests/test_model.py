@@ -195,6 +195,27 @@ def test_save_and_from_pretrained_round_trip(tiny_qwen, tiny_clip, tmp_path):
     assert json.loads((folder / "cluenet.json").read_text())["backbone"] == "qwen2_5_vl"
 
 
+def test_option_style_is_saved_loaded_and_used_in_the_prompt(tiny_qwen, tiny_clip, tmp_path, monkeypatch):
+    from cluenet import prompts
+
+    net = ClueNet.from_components(*tiny_qwen, option_style="letter_last")
+    folder = net.save(tmp_path / "m")
+    assert json.loads((folder / "cluenet.json").read_text())["option_style"] == "letter_last"
+    again = ClueNet.from_pretrained(str(folder), device="cpu")
+    assert again.option_style == "letter_last"
+    assert ClueNet.from_pretrained(str(folder), device="cpu", option_style="letter_first").option_style == "letter_first"
+    seen = []
+    real = prompts.prefix_text
+    monkeypatch.setattr(prompts, "prefix_text", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    again.max_clue_tokens = again.max_chain_tokens = CAP
+    again.analyze(tiny_clip, "What moves?", OPTS)
+    assert f"\n{OPTS[0]} A\n{OPTS[1]} B" in seen[0] and "A. " not in seen[0]
+    meta = json.loads((folder / "cluenet.json").read_text())
+    (folder / "cluenet.json").write_text(json.dumps({**meta, "option_style": "sideways"}))
+    with pytest.raises(ModelError, match="option_style must be one of"):
+        ClueNet.from_pretrained(str(folder), device="cpu")
+
+
 def test_head_size_mismatch_is_model_error(tiny_qwen):
     with pytest.raises(ModelError, match="hidden size 64"):
         ClueNet.from_components(*tiny_qwen, filter_head=FilterHead(64))

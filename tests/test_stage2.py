@@ -41,6 +41,8 @@ def _write_stage(folder: Path, **info) -> Path:
     (lambda d: (d / "empty").mkdir() or d / "empty", "has no stage.json: not a finished training.stage1 output"),
     (lambda d: _write_stage(d / "s2", stage=2, recipe="stage2"), "is a stage-2 .stage2. output, expected stage 1"),
     (lambda d: _write_stage(d / "frames", num_frames=32), "trained with 32 frames, this run has data.num_frames=10"),
+    (lambda d: _write_stage(d / "style", option_style="letter_last"),
+     "trained with data.option_style=letter_last, this run has data.option_style=letter_first"),
     (lambda d: _write_stage(d / "lora", finetune="lora", base="Qwen/Qwen2.5-VL-3B-Instruct"),
      "trained on 'Qwen/Qwen2.5-VL-3B-Instruct', this run's model.name_or_path is 'tiny:qwen2_vl'"),
 ])

@@ -31,3 +31,17 @@ def test_training_is_deterministic_and_merges_corpus_words():
     a, b = train_tokenizer(texts, 300), train_tokenizer(texts, 300)
     assert a.get_vocab() == b.get_vocab()
     assert len(prompts.encode_text(a, "the red circle")) < len("the red circle")
+
+
+def test_letter_last_puts_each_letter_right_after_its_option(tokenizer):
+    import pytest
+
+    text = prompts.question_text("why did it stop?", ["because it hit the red ring", "because it hit the blue cross"],
+                                 "letter_last")
+    assert text.endswith("Options:\nbecause it hit the red ring A\nbecause it hit the blue cross B")
+    ids = prompts.encode_text(tokenizer, text)
+    words = tokenizer.convert_ids_to_tokens(ids)
+    # the chain's closing "... the blue cross B" can copy B: it is the token after "cross" in the prompt
+    assert words[words.index("Ġcross") + 1].strip("Ġ") == "B"
+    with pytest.raises(ValueError, match="option style must be one of"):
+        prompts.question_text("q", ["a", "b"], "sideways")

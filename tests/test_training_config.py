@@ -88,6 +88,7 @@ def test_unknown_key_in_yaml_lists_allowed_keys(tmp_path):
     ("train.resume=maybe", r"train.resume: got 'maybe', expected true or false"),
     ("model.finetune=qlora", r"model.finetune: got 'qlora', expected one of"),
     ("data.num_frames=1000", r"data.num_frames: got 1000, expected an int in \[1, 256\]"),
+    ("data.option_style=last", r"data.option_style: got 'last', expected one of \('letter_first', 'letter_last'\)"),
     ("train.max_skip_fraction=1.5", r"train.max_skip_fraction: got 1.5, expected a float in \[0, 1\]"),
     ("optim=3", r"optim: got int, expected a mapping"),
     ("optim.lr", r"expected the form section.key=value"),

@@ -114,7 +114,8 @@ def write_stage(folder: Path, info: dict[str, Any]) -> None:
     (folder / STAGE_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
-def read_stage(folder: str | Path, expect_stage: int, model_cfg: ModelConfig, num_frames: int) -> dict[str, Any]:
+def read_stage(folder: str | Path, expect_stage: int, model_cfg: ModelConfig, num_frames: int,
+               option_style: str | None = None) -> dict[str, Any]:
     """Check that ``folder`` is a finished stage-``expect_stage`` output compatible with this run.
 
     Raises ConfigError naming what is missing or what differs."""
@@ -131,6 +132,10 @@ def read_stage(folder: str | Path, expect_stage: int, model_cfg: ModelConfig, nu
     if int(info.get("num_frames", -1)) != num_frames:
         raise ConfigError(f"stage-{expect_stage} output {folder} was trained with {info.get('num_frames')} frames, "
                           f"this run has data.num_frames={num_frames}")
+    saved_style = info.get("option_style", "letter_first")  # outputs from before the key existed
+    if option_style is not None and saved_style != option_style:
+        raise ConfigError(f"stage-{expect_stage} output {folder} was trained with data.option_style={saved_style}, "
+                          f"this run has data.option_style={option_style}")
     if info.get("finetune") == "lora" and info.get("base") != model_cfg.name_or_path:
         raise ConfigError(f"stage-{expect_stage} adapter in {folder} was trained on {info.get('base')!r}, "
                           f"this run's model.name_or_path is {model_cfg.name_or_path!r}")
@@ -151,7 +156,8 @@ def save_output(model: torch.nn.Module, processor: Any, folder: Path, info: dict
             filter_head.save(folder / "filter_head.safetensors")
     else:
         net = ClueNet.from_components(model, processor, filter_head, trained_on=trained_on,
-                                      num_frames=int(info["num_frames"]))
+                                      num_frames=int(info["num_frames"]),
+                                      option_style=info.get("option_style", "letter_first"))
         net.save(folder, trained_on=trained_on)
     write_stage(folder, info)
     return folder

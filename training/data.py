@@ -125,9 +125,9 @@ class Prefix:
 
 
 def make_prefix(processor: Any, family: Family, sample: Sample, frames: np.ndarray, times: Sequence[float],
-                mode: str) -> Prefix:
+                mode: str, option_style: str = prompts.DEFAULT_OPTION_STYLE) -> Prefix:
     """Run the processor once: prefix ids (video placeholder expanded) and vision inputs."""
-    text = prompts.prefix_text(processor, sample.question, sample.options, times, mode)
+    text = prompts.prefix_text(processor, sample.question, sample.options, times, mode, option_style)
     out = family.processor_inputs(processor, text, frames, times)
     vision = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
     return Prefix(out["input_ids"][0].tolist(), vision)
@@ -235,13 +235,15 @@ class RowDataset(Dataset):
     """Map-style dataset: item i = the rows ``build(tokenizer, prefix_of, samples[i])`` makes.
 
     ``prefix_of(mode)`` runs the processor on the sample's clip (cached per sample id
-    and mode).  A bad clip or record raises a ``ClueNetError``, which the Trainer
+    and mode), with the options lettered in ``option_style``.  A bad clip or record raises a ``ClueNetError``, which the Trainer
     counts and skips.
     """
 
     def __init__(self, samples: Sequence[Sample], processor: Any, family: Family, frames: FrameSource,
-                 build: RowBuilder, cache_bytes: int = PROCESSOR_CACHE_BYTES) -> None:
+                 build: RowBuilder, cache_bytes: int = PROCESSOR_CACHE_BYTES,
+                 option_style: str = prompts.DEFAULT_OPTION_STYLE) -> None:
         self.samples = list(samples)
+        self.option_style = prompts.check_option_style(option_style)
         self.processor = processor
         self.family = family
         self.frames = frames
@@ -255,12 +257,12 @@ class RowDataset(Dataset):
 
     def prefix(self, sample: Sample, mode: str) -> Prefix:
         if self.store is not None and sample.id in self.store:
-            return self.store.prefix(sample, mode)
+            return self.store.prefix(sample, mode, self.option_style)
         key = (sample.id, mode)
         hit = self.cache.get(key)
         if hit is None:
             frames, times = self.frames(sample)
-            hit = make_prefix(self.processor, self.family, sample, frames, times, mode)
+            hit = make_prefix(self.processor, self.family, sample, frames, times, mode, self.option_style)
             self.cache.put(key, hit, size=sum(v.numel() * v.element_size() for v in hit.vision.values()))
         return hit
 
@@ -326,7 +328,7 @@ def token_lengths(dataset: RowDataset) -> list[int]:
     out = []
     for i, s in enumerate(tqdm(dataset.samples, desc="lengths", disable=None, leave=False)):
         if dataset.store is not None and s.id in dataset.store:
-            rows = dataset.build(dataset.processor.tokenizer, lambda mode, s=s: dataset.store.prefix_ids(s, mode), s)
+            rows = dataset.build(dataset.processor.tokenizer, lambda mode, s=s: dataset.store.prefix_ids(s, mode, dataset.option_style), s)
         else:
             rows = dataset[i]
         out.append(sum(len(r) for r in rows))
@@ -373,16 +375,18 @@ class VisionStore:
     def __contains__(self, sample_id: str) -> bool:
         return sample_id in self.row
 
-    def prefix_ids(self, sample: Sample, mode: str) -> Prefix:
+    def prefix_ids(self, sample: Sample, mode: str, option_style: str = prompts.DEFAULT_OPTION_STYLE) -> Prefix:
         """The prefix without its pixels (for lengths)."""
         tok = self.processor.tokenizer
-        text = prompts.prefix_text(self.processor, sample.question, sample.options, self.times[sample.id], mode)
+        text = prompts.prefix_text(self.processor, sample.question, sample.options, self.times[sample.id], mode,
+                                   option_style)
         vtok = tok.convert_ids_to_tokens(self.processor.video_token_id)
         return Prefix(prompts.encode_text(tok, text.replace(vtok, vtok * self.num_tokens)), {})
 
-    def prefix(self, sample: Sample, mode: str) -> Prefix:
+    def prefix(self, sample: Sample, mode: str, option_style: str = prompts.DEFAULT_OPTION_STYLE) -> Prefix:
         tok = self.processor.tokenizer
-        text = prompts.prefix_text(self.processor, sample.question, sample.options, self.times[sample.id], mode)
+        text = prompts.prefix_text(self.processor, sample.question, sample.options, self.times[sample.id], mode,
+                                   option_style)
         vtok = tok.convert_ids_to_tokens(self.processor.video_token_id)
         ids = prompts.encode_text(tok, text.replace(vtok, vtok * self.num_tokens))
         pix = torch.from_numpy(np.asarray(self.pixels[self.row[sample.id]], dtype=np.float32))

@@ -60,7 +60,8 @@ def load_model(folder: str, device: str | None = None) -> Any:
         if info.get("finetune") == "lora":
             head = path / "filter_head.safetensors"
             return ClueNet.from_pretrained(info["base"], adapter=str(path / ADAPTER_DIR),
-                                           filter_head=str(head) if head.is_file() else None, device=device)
+                                           filter_head=str(head) if head.is_file() else None, device=device,
+                                           option_style=info.get("option_style"))
     return ClueNet.from_pretrained(folder, device=device)
 
 

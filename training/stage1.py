@@ -48,7 +48,8 @@ def setup(cfg: Any, samples: Sequence[Sample] | None = None, rows=None, model_ov
     samples = list(samples) if samples is not None else common.load_samples(cfg.data.train_path)
     built = build(cfg.model, seed=cfg.train.seed) if model_override is None else model_override
     frames = common.frame_source(cfg.data, samples, cfg.data.train_path)
-    dataset = tdata.RowDataset(samples, built.processor, built.family, frames, rows or make_rows(cfg.loss))
+    dataset = tdata.RowDataset(samples, built.processor, built.family, frames, rows or make_rows(cfg.loss),
+                               option_style=cfg.data.option_style)
     common.attach_store(dataset, cfg.data.train_path)
     lengths = tdata.token_lengths(dataset) if cfg.train.length_grouping else None
     trainer = Trainer(built.model, loss_fn, dataset, train=cfg.train, optim=cfg.optim,
@@ -71,7 +72,7 @@ def finish(trainer: Trainer, cfg: Any, recipe: str, stage: int, extra: dict | No
         net = model if model is not None else acc.unwrap_model(trainer.model)
         info = {"stage": stage, "recipe": recipe, "base": cfg.model.name_or_path, "family": built.family.name,
                 "finetune": "full" if built.from_scratch else cfg.model.finetune, "num_frames": cfg.data.num_frames,
-                "steps": trainer.state.step, "updates": trainer.state.updates, "seed": cfg.train.seed,
+                "option_style": cfg.data.option_style, "steps": trainer.state.step, "updates": trainer.state.updates, "seed": cfg.train.seed,
                 "train_path": cfg.data.train_path, **(extra or {})}
         common.save_output(net, built.processor, folder, info, filter_head=filter_head,
                            trained_on=f"{recipe} on {cfg.data.train_path} ({trainer.state.step} steps)")

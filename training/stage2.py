@@ -257,7 +257,7 @@ def load_stage1(cfg: Stage2RunConfig) -> Built:
 
     if not cfg.model.init_adapter:
         raise ConfigError("model.init_adapter is empty; set it to the stage-1 output folder (<stage1 output_dir>/final)")
-    info = common.read_stage(cfg.model.init_adapter, 1, cfg.model, cfg.data.num_frames)
+    info = common.read_stage(cfg.model.init_adapter, 1, cfg.model, cfg.data.num_frames, cfg.data.option_style)
     model, processor, fam = common.load_output(cfg.model.init_adapter, cfg.model, trainable=True)
     return Built(model, processor, fam, from_scratch=info.get("finetune") == "full")
 
@@ -269,7 +269,8 @@ def run(cfg: Stage2RunConfig, samples: Sequence[Sample] | None = None) -> Traine
     built = load_stage1(cfg)
     samples = list(samples) if samples is not None else common.load_samples(cfg.data.train_path)
     frames = common.frame_source(cfg.data, samples, cfg.data.train_path)
-    dataset = tdata.RowDataset(samples, built.processor, built.family, frames, build=None)
+    dataset = tdata.RowDataset(samples, built.processor, built.family, frames, build=None,
+                               option_style=cfg.data.option_style)
     common.attach_store(dataset, cfg.data.train_path)
     cache_path = Path(cfg.data.self_clues_path or Path(cfg.train.output_dir) / SELF_CLUES_FILE)
     state = PartialState()
