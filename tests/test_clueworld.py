@@ -87,7 +87,8 @@ def test_every_sample_is_valid(cfg):
         assert [c.start for c in s.clues] == sorted(c.start for c in s.clues)
         ids = {c.id for c in s.clues}
         assert 2 <= len(s.chain) <= 3 and all(set(st.cites) <= ids for st in s.chain)
-        assert s.chain[-1].text.endswith(f"so the answer is {LETTERS[s.answer]}")
+        assert s.chain[-1].text.endswith(f"so the answer is {s.options[s.answer]} {LETTERS[s.answer]}")
+        assert len({o.split()[-1] for o in s.options}) == len(s.options)  # the last word tells them apart
         parsed = grammar.parse(grammar.render(s.clues, s.chain, s.answer))
         assert parsed.warnings == () and parsed.clues == s.clues and parsed.chain == s.chain
         assert parsed.answer == s.answer

@@ -51,7 +51,8 @@ def test_stage1_row_labels_only_targets_and_weights_the_decisive_letters(split, 
     letters = [proc.tokenizer.decode([row.input_ids[p]]).strip() for p in letter_pos]
     assert letters == ["ABCDE"[sample.answer]] * 2
     closing = proc.tokenizer.decode(row.input_ids[letter_pos[0] - 3:letter_pos[0] + 1])
-    assert closing.endswith(f"answer is {'ABCDE'[sample.answer]}"), closing
+    last_word = sample.options[sample.answer].split()[-1]
+    assert closing.endswith(f"{last_word} {'ABCDE'[sample.answer]}"), closing  # "... the blue ring A"
 
 
 def _token_ce(model, row: tdata.Row, collate) -> torch.Tensor:

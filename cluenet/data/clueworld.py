@@ -42,6 +42,13 @@ Design choices (DESIGN.md "ClueWorld" leaves them to us):
   A count question needs the count to be uniform over 5 values, i.e. an ``objects``
   range of 5 values (2-6); with a narrower range the DC template is left out, since
   any padding option would be a string that is never correct.
+* **The chain names the answer twice.**  The last step ends "..., so the answer is
+  because it hit the purple ring D": the chosen option's text, then its letter.  Every
+  option ends on the word that tells it apart (a shape, a colour, a number; "because
+  of a hit by the white diamond", not "because the white diamond hit it"), so with the
+  options lettered last (``cluenet.prompts``, ``letter_last``) the letter is the token
+  that follows that word in the prompt: a copy, which a small model learns from
+  scratch, instead of a look-up back to a letter before it, which it does not.
 * **Determinism.**  Clip i of a set uses ``SeedSequence([seed, i])``, so the worker
   count never changes the output; rendering uses no randomness.
 """
@@ -481,14 +488,14 @@ def _q_why_turn(rng: np.random.Generator, ctx: _Ctx) -> _QA:
     a, b, ids, z = ctx.a, ctx.b, ctx.ids, ctx.b.hit_colour
     opts = _object_options(rng, ctx, correct=0, exclude=[1], exclude_colours=[z])
     steps = [(f"{b.name} turns {z}", [ids["turn", 1]]), (f"just before, {a.name} hits {b.name}", [ids["hit", 0]])]
-    return _QA("CW", f"why did {b.name} turn {z}?", [f"because {o} hit it" for o in opts], steps)
+    return _QA("CW", f"why did {b.name} turn {z}?", [f"because of a hit by {o}" for o in opts], steps)
 
 
 def _q_before_turn(rng: np.random.Generator, ctx: _Ctx) -> _QA:
     a, b, ids, z = ctx.a, ctx.b, ctx.ids, ctx.b.hit_colour
     opts = _object_options(rng, ctx, correct=0, exclude=[1], exclude_colours=[z])
     steps = [(f"{b.name} turns {z}", [ids["turn", 1]]), (f"before that, {a.name} hits it", [ids["hit", 0]])]
-    return _QA("TP", f"what happened before {b.name} turned {z}?", [f"{o} hit it" for o in opts], steps)
+    return _QA("TP", f"what happened before {b.name} turned {z}?", [f"a hit by {o}" for o in opts], steps)
 
 
 def _q_after_hit(rng: np.random.Generator, ctx: _Ctx) -> _QA:
@@ -625,12 +632,13 @@ def _build(rng: np.random.Generator, cfg: WorldConfig, sample_id: str, template:
 
 
 def _to_sample(rng: np.random.Generator, qa: _QA, clues: tuple[Clue, ...], sample_id: str) -> Sample:
-    """Shuffle the options (correct index uniform) and close the chain on the letter."""
+    """Shuffle the options (correct index uniform) and close the chain on the chosen option's
+    text and its letter (see the module docstring)."""
     perm = [int(i) for i in rng.permutation(NUM_OPTIONS)]
     answer = perm.index(0)
     steps = [Step(text, tuple(cites)) for text, cites in qa.steps]
     last = steps[-1]
-    steps[-1] = Step(f"{last.text}, so the answer is {letter(answer)}", last.cites)
+    steps[-1] = Step(f"{last.text}, so the answer is {qa.options[0]} {letter(answer)}", last.cites)
     return Sample(
         id=sample_id,
         video=f"clips/{sample_id}.mp4",
