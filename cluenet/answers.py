@@ -8,7 +8,10 @@ rule that decides:
 2. a letter at the very start: ``(B)``, ``B.``, ``B)``, ``B:``, ``B `` or just ``B``;
 3. an explicit statement anywhere: ``answer is B``, ``answer: (B)``,
    ``option B`` -- all such statements must agree;
-4. the option text: the text equals one option after normalisation (case,
+4. an option's text and then its own letter at the very end: ``... so the answer is
+   because it hit the red ring D`` when D is "because it hit the red ring" (the
+   ClueWorld chains' closing, which other words of the step may not override);
+5. the option text: the text equals one option after normalisation (case,
    punctuation, articles), or contains exactly one option's text as whole
    words (an option contained in a longer matched option does not count).
 
@@ -97,8 +100,23 @@ def _from_option_text(text: str, options: Sequence[str]) -> int | None:
     return hits[0] if len(hits) == 1 else None
 
 
+_TRAILING_LETTER = re.compile(r"^(.*\S)\s+\(?([A-Z])\)?\s*\.?\s*$", re.DOTALL)
+
+
+def _from_text_and_letter(text: str, options: Sequence[str]) -> int | None:
+    m = _TRAILING_LETTER.match(text)
+    if m is None:
+        return None
+    index = _valid(m.group(2), len(options))
+    if index is None:
+        return None
+    said, option = normalize(m.group(1)), normalize(options[index])
+    return index if option and (said == option or said.endswith(" " + option)) else None
+
+
 def _decide(text: str, options: Sequence[str]) -> int | None:
-    for rule in (lambda: _from_start(text, options), lambda: _from_statement(text, len(options))):
+    for rule in (lambda: _from_start(text, options), lambda: _from_statement(text, len(options)),
+                 lambda: _from_text_and_letter(text, options)):
         index = rule()
         if index is not None:
             return index

@@ -227,6 +227,8 @@ FIVE = ("red circle", "blue square", "the cup", "dog", "cat")
         ("A red circle", 0),  # "A" followed by option A's own text
         ("it was the blue square", 1),
         ("cup", 2),  # normalised equality with "the cup"
+        ("a cat and a dog came, so the answer is the blue square B", 1),  # option text + its own letter at the end
+        ("so the answer is dog (D)", 3),
     ],
 )
 def test_extract_answer_decides(text, expected):
@@ -239,6 +241,7 @@ def test_extract_answer_decides(text, expected):
         "", "F", "(F)", "b", "the answer is a red circle or a blue square",  # lower-case letters are words
         "A man walks in", "answer is A because", "answer is B, no wait, the answer is C",
         "red circle and blue square", "I do not know", "<answer></answer>",
+        "a cat came, so the answer is dog E",  # the letter is not the named option's, and two options are named
     ],
 )
 def test_extract_answer_never_guesses(text):
