@@ -5,16 +5,20 @@ import pytest
 
 from training.diagnose import classify, main, token_classes
 
-VOCAB = ["<pad>", "Ġthe", "Ġred", "Ġcircle", "Ġis", "ĠB", "</clues>", "Ġhits", "A"]
+VOCAB = ["<pad>", "Ġthe", "Ġred", "Ġcircle", "Ġis", "ĠB", "</clues>", "Ġhits", "A", "Ċ", "</chain>"]
 
 
 def test_classify_splits_clue_and_chain_words_and_finds_the_closing_letter():
     ids_of = token_classes(VOCAB, ["red"], ["circle"])
-    ids = [1, 2, 3, 7, 6, 1, 2, 3, 4, 5, 8]  # the red circle hits </clues> the red circle is B A
+    # the red circle hits </clues> the red circle is B \n </chain> A: the letter before </chain> closes the chain
+    ids = [1, 2, 3, 7, 6, 1, 2, 3, 4, 5, 9, 10, 8]
     labels = [-100] + ids[1:]
     got = classify(ids, labels, ids_of, clues_close=6)
     assert 0 not in got and (got[1], got[2], got[3], got[4]) == ("cl_colour", "cl_shape", "cl_verb", "other")
-    assert (got[6], got[7], got[9], got[10]) == ("ch_colour", "ch_shape", "chain_letter", "letter")
+    assert (got[6], got[7], got[9], got[12]) == ("ch_colour", "ch_shape", "chain_letter", "letter")
+    ids[8] = 5  # "... circle B B \n </chain>": only the last letter closes the chain
+    got = classify(ids, [-100] + ids[1:], ids_of, clues_close=6)
+    assert (got[8], got[9]) == ("letter", "chain_letter")
     numbers = token_classes(["Ġ", "1", "5", "c", "0"], [], [])["number"]
     assert numbers == {1, 2, 4}
 

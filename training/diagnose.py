@@ -25,7 +25,8 @@ each class of target token:
   question and the clues in context);
 * ``cl_verb`` / ``ch_verb`` -- the event verbs (enters, hits, stops, turns, leaves);
 * ``cl_number`` / ``ch_number`` -- digit tokens: the clues' times and ids, the chain's step numbers;
-* ``chain_letter`` -- the option letter that closes the chain; ``letter`` -- other letters;
+* ``chain_letter`` -- the option letter that closes the chain (the last token before
+  ``</chain>`` but blanks); ``letter`` -- other letters;
 * ``other`` -- everything else (template words, punctuation).
 
 Chance for a colour is 1/8, for a shape 1/6, for a letter 1/5.  ``--no-video`` drops the
@@ -104,14 +105,15 @@ EVENT_VERBS = ("enters", "hits", "stops", "turns", "leaves")
 
 def token_classes(vocab: Sequence[str], colours: Sequence[str], shapes: Sequence[str]) -> dict[str, set[int]]:
     """Token ids of colour words, shape words, event verbs, number tokens (digits only), option
-    letters and the word "is"."""
+    letters, ``</chain>`` and blanks (spaces, newlines)."""
     word = [t.strip("Ġ▁ ") for t in vocab]
     return {"colour": {i for i, w in enumerate(word) if w in colours},
             "shape": {i for i, w in enumerate(word) if w in shapes},
             "verb": {i for i, w in enumerate(word) if w in EVENT_VERBS},
             "number": {i for i, w in enumerate(word) if w.isdigit()},
             "letter": {i for i, w in enumerate(word) if len(w) == 1 and w in "ABCDE"},
-            "is": {i for i, w in enumerate(word) if w == "is"}}
+            "chain_close": {i for i, t in enumerate(vocab) if t == "</chain>"},
+            "blank": {i for i, t in enumerate(vocab) if not t.strip("ĠĊ▁ \n")}}
 
 
 def classify(ids: Sequence[int], labels: Sequence[int], ids_of: dict[str, set[int]], clues_close: int,
@@ -125,7 +127,8 @@ def classify(ids: Sequence[int], labels: Sequence[int], ids_of: dict[str, set[in
         if lab == ignore:
             continue
         if t in ids_of["letter"]:
-            name = "chain_letter" if p > 0 and ids[p - 1] in ids_of["is"] else "letter"
+            nxt = next((t2 for t2 in ids[p + 1:] if t2 not in ids_of["blank"]), None)
+            name = "chain_letter" if nxt in ids_of["chain_close"] else "letter"
         else:
             kind = next((k for k in ("colour", "shape", "verb", "number") if t in ids_of[k]), None)
             name = "other" if kind is None else ("ch_" if in_chain else "cl_") + kind
@@ -331,7 +334,8 @@ def run_classes(args: argparse.Namespace) -> int:
     samples = common.load_samples(args.data, "--data")
     samples = samples[:args.limit] if args.limit > 0 else samples
     frames = common.frame_source(DataConfig(num_frames=net.num_frames), samples, args.data)
-    data = tdata.RowDataset(samples, net.processor, net.family, frames, stage1.make_rows(LossConfig()))
+    data = tdata.RowDataset(samples, net.processor, net.family, frames, stage1.make_rows(LossConfig()),
+                            option_style=net.option_style)
     common.attach_store(data, args.data)
     collate, tok = common.collator(net.processor), net.tokenizer
     tally = ClassTally(token_classes(tok.convert_ids_to_tokens(list(range(len(tok)))), cw.COLOUR_NAMES, cw.SHAPES),

@@ -90,6 +90,7 @@ real-world video; in the app an uploaded real clip gets a notice saying so.
 * weights: `model.safetensors`, filter head `filter_head.safetensors` ({size_mb:.1f} MB in all)
 * tokenizer: this project's 614-token BPE (`assets/tokenizer`), trained on ClueWorld text
 * frames: 16 at 112x112 (4 fps, 4 s clips)
+* prompt: options {_style_line(s2.get('option_style', 'letter_first'))}
 
 ## How it was made
 
@@ -118,6 +119,13 @@ F1 >= 0.85 and temporal IoU >= 0.3 with 0.25 s tolerance, `cluenet/metrics.py`).
 {_verdict(evals["cluenet"])} It is a teaching and testing model for the explorer, not a
 video QA model; the README's "Default model" section says what was tried.
 """
+
+
+def _style_line(style: str) -> str:
+    if style == "letter_last":
+        return ("lettered after their text (\"because it hit the red ring D\", `data.option_style=letter_last`): "
+                "the chain restates the chosen option and copies the letter that follows it")
+    return "lettered first (\"D. because it hit the red ring\")"
 
 
 def _stage0(run: Path) -> str:
