@@ -64,7 +64,7 @@ def test_tokens_probe_reports_every_class(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     row = json.loads(out[-1])
     assert row["step"] == 1 and {"cl_colour", "cl_shape", "ch_colour", "chain_letter", "other"} <= set(row["accuracy"])
-    assert main(args + ["--frame-stamps", "--copy-warmup", "1", "--every", "1"]) == 0
+    assert main(args + ["--frame-stamps", "--copy-warmup", "1", "--every", "1", "--option-style", "letter_first"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert rows[0]["task"] == "copy" and rows[-1]["step"] == 1 and "cl_colour" in rows[-1]["accuracy"]
     assert main(["colours", "--train", str(tmp_path / clueworld.JSONL_NAME), "--steps", "2", "--batch", "2",

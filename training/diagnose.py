@@ -262,6 +262,8 @@ def _run_tokens(args: argparse.Namespace) -> int:
         overrides.append(f"model.vision_init={args.vision_init}")
     if args.text_init:
         overrides.append(f"model.text_init={args.text_init}")
+    if args.option_style:
+        overrides.append(f"data.option_style={args.option_style}")
     cfg = load_config(Stage1RunConfig, str(STAGE1_CONFIG), overrides)
     trainer = stage1.setup(cfg)
     model, data, collate = trainer.model, trainer.train_data, trainer.collate.collate_fn
@@ -704,6 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--copy-warmup", type=int, default=0, metavar="N", help="first train N steps of the copy task")
     t.add_argument("--text-init", default="", metavar="SAFETENSORS",
                    help="start the text model from python -m training.text_pretrain's output")
+    t.add_argument("--option-style", default="", choices=["", "letter_first", "letter_last"],
+                   help="how the prompt letters the options (default: the stage-1 ClueWorld config's)")
     t.add_argument("--warmup", type=int, default=30)
     t.set_defaults(func=run_tokens)
     k = sub.add_parser("colours", help="can the model read which colours are in the clip?")
