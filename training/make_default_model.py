@@ -20,15 +20,13 @@ Steps (every run is one of the recipes with its shipped config and overrides):
 ``--time-budget S`` first times 30 steps of the three concurrent runs and sizes the
 step counts so that everything, evaluation included, ends within S seconds.
 
-Measured (2026-11-29, 2 CPU cores, the shipped run: ``--train 6000 --stage2-train 160
---test 500 --workers 2 --eval-workers 2 --loader-workers 1 --time-budget 3200
---eval-reserve 600 --stage2-overhead 300``, with ``runs/default/text`` made first by the same
-``training.text_pretrain`` command, 366 s): stage 0 vision 143 s; 1.43 s per step with the
-three runs at once; 926 stage-1 + 126 stage-2 steps, baselines 1,052 steps each (batch 8);
-everything done in 2,336 s.  That run's stage 2 had lr 1e-3 and broke the chains; re-run at
-the config's current 1e-4 on the same stage-1 output (about 4 minutes): test accuracy ClueNet
-20.0 %, direct 17.4 %, cot 16.0 % (chance 20 %), clue F1 0.082 (README, "Default model": the
-previous recipe without stage 0 gave 18.2 / 21.8 / 21.8 % and clue F1 0.002).
+Measured (2026-11-29, 2 CPU cores, the shipped run: ``--out runs/v2 --train 6000 --stage2-train 160
+--test 500 --workers 2 --eval-workers 2 --loader-workers 1 --time-budget 3200 --eval-reserve 300
+--stage2-overhead 300``, with ``runs/v2/vision`` and ``runs/v2/text`` copied from an earlier run of this
+command with the same seeds; made here they take 143 s and 366 s): 1.10 s per step with the three runs at once
+in the probe; 1,475 stage-1 + 201 stage-2 steps, baselines 1,676 steps each (batch 8); everything, evaluation
+included, done in 3,058 s.  Test accuracy ClueNet 18.4 %, direct 17.8 %, cot 17.4 % (chance 20 %), clue F1
+0.067 (README, "Default model", for why and for the previous recipe's 20.0 / 17.4 / 16.0 %).
 """
 from __future__ import annotations
 
