@@ -102,16 +102,6 @@ def prefix_text(processor: Any, question: str, options: Sequence[str], times: Se
     return processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
 
 
-def question_span(prefix: str, question: str, options: Sequence[str],
-                  option_style: str = DEFAULT_OPTION_STYLE) -> tuple[int, int]:
-    """Character span of the question+options text inside ``prefix`` (for h_q pooling)."""
-    text = question_text(question, options, option_style)
-    start = prefix.rfind(text)
-    if start < 0:
-        raise ValueError("question text not found in the prefix; the chat template dropped it")
-    return start, start + len(text)
-
-
 # ----------------------------------------------------------------------------- targets
 def clues_target(clues: Sequence[Clue]) -> str:
     """Task E target / pass-1 output: the ``<clues>`` block."""
@@ -208,6 +198,7 @@ def _letter_ids(tokenizer: Any) -> list[int]:
 def template_texts() -> list[str]:
     """Every fixed string of the prompts (for training the small tokenizer)."""
     out = [system_prompt(m) for m in MODES]
-    out += [frame_times_text([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]), *(question_text("?", ["a", "b", "c", "d", "e"], style) for style in OPTION_STYLES)]
+    out.append(frame_times_text([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]))
+    out += [question_text("?", ["a", "b", "c", "d", "e"], style) for style in OPTION_STYLES]
     out += [CLUES_OPEN, CHAIN_OPEN, ANSWER_OPEN]
     return out

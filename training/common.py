@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from cluenet import backbones
 from cluenet.errors import ConfigError, ModelError
+from cluenet.prompts import DEFAULT_OPTION_STYLE
 from cluenet.schema import Sample
 from training import data as tdata
 from training.config import DataConfig, ModelConfig
@@ -132,7 +133,7 @@ def read_stage(folder: str | Path, expect_stage: int, model_cfg: ModelConfig, nu
     if int(info.get("num_frames", -1)) != num_frames:
         raise ConfigError(f"stage-{expect_stage} output {folder} was trained with {info.get('num_frames')} frames, "
                           f"this run has data.num_frames={num_frames}")
-    saved_style = info.get("option_style", "letter_first")  # outputs from before the key existed
+    saved_style = info.get("option_style", DEFAULT_OPTION_STYLE)  # outputs from before the key existed
     if option_style is not None and saved_style != option_style:
         raise ConfigError(f"stage-{expect_stage} output {folder} was trained with data.option_style={saved_style}, "
                           f"this run has data.option_style={option_style}")
@@ -157,7 +158,7 @@ def save_output(model: torch.nn.Module, processor: Any, folder: Path, info: dict
     else:
         net = ClueNet.from_components(model, processor, filter_head, trained_on=trained_on,
                                       num_frames=int(info["num_frames"]),
-                                      option_style=info.get("option_style", "letter_first"))
+                                      option_style=info.get("option_style", DEFAULT_OPTION_STYLE))
         net.save(folder, trained_on=trained_on)
     write_stage(folder, info)
     return folder

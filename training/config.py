@@ -37,6 +37,7 @@ from typing import Any, Mapping, TypeVar
 import yaml
 
 from cluenet.errors import ConfigError
+from cluenet.prompts import DEFAULT_OPTION_STYLE, OPTION_STYLES
 
 CONFIG_FILENAME = "config.yaml"
 FINETUNE_MODES = ("lora", "full", "frozen")
@@ -117,11 +118,9 @@ class DataConfig:
     num_frames: int = 8
     max_clip_seconds: float = 600.0
     num_workers: int = 0
-    option_style: str = "letter_first"  # cluenet.prompts.OPTION_STYLES; letter_last for the small ClueWorld model
+    option_style: str = DEFAULT_OPTION_STYLE  # cluenet.prompts.OPTION_STYLES; letter_last for the small ClueWorld model
 
     def __post_init__(self) -> None:
-        from cluenet.prompts import OPTION_STYLES
-
         _require(self.option_style in OPTION_STYLES, "option_style", self.option_style, f"one of {OPTION_STYLES}")
         _require(1 <= self.num_frames <= MAX_FRAMES, "num_frames", self.num_frames, f"an int in [1, {MAX_FRAMES}]")
         _require(_finite(self.max_clip_seconds) and self.max_clip_seconds > 0, "max_clip_seconds",
