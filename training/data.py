@@ -235,8 +235,8 @@ class RowDataset(Dataset):
     """Map-style dataset: item i = the rows ``build(tokenizer, prefix_of, samples[i])`` makes.
 
     ``prefix_of(mode)`` runs the processor on the sample's clip (cached per sample id
-    and mode), with the options lettered in ``option_style``.  A bad clip or record raises a ``ClueNetError``, which the Trainer
-    counts and skips.
+    and mode), with the options lettered in ``option_style``.  A bad clip or record raises
+    a ``ClueNetError``, which the Trainer counts and skips.
     """
 
     def __init__(self, samples: Sequence[Sample], processor: Any, family: Family, frames: FrameSource,
@@ -328,7 +328,8 @@ def token_lengths(dataset: RowDataset) -> list[int]:
     out = []
     for i, s in enumerate(tqdm(dataset.samples, desc="lengths", disable=None, leave=False)):
         if dataset.store is not None and s.id in dataset.store:
-            rows = dataset.build(dataset.processor.tokenizer, lambda mode, s=s: dataset.store.prefix_ids(s, mode, dataset.option_style), s)
+            ids_of = lambda mode, s=s: dataset.store.prefix_ids(s, mode, dataset.option_style)  # noqa: E731
+            rows = dataset.build(dataset.processor.tokenizer, ids_of, s)
         else:
             rows = dataset[i]
         out.append(sum(len(r) for r in rows))
