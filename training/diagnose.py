@@ -94,6 +94,8 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from cluenet.prompts import OPTION_STYLES
+
 HELD_OUT = 48
 HELD_OUT_CLIPS = 64  # colours: held-out clips (a quarter of smaller sets)
 STAGE1_CONFIG = Path(__file__).resolve().parent / "configs" / "stage1_clueworld.yaml"
@@ -706,7 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--copy-warmup", type=int, default=0, metavar="N", help="first train N steps of the copy task")
     t.add_argument("--text-init", default="", metavar="SAFETENSORS",
                    help="start the text model from python -m training.text_pretrain's output")
-    t.add_argument("--option-style", default="", choices=["", "letter_first", "letter_last"],
+    t.add_argument("--option-style", default="", choices=["", *OPTION_STYLES],
                    help="how the prompt letters the options (default: the stage-1 ClueWorld config's)")
     t.add_argument("--warmup", type=int, default=30)
     t.set_defaults(func=run_tokens)
