@@ -31,6 +31,7 @@ from training.config import ModelConfig
 
 SMALL_SIZES = {"text_hidden": 128, "text_layers": 3, "text_heads": 4, "text_kv_heads": 2, "text_ffn": 384,
                "vision_hidden": 64, "vision_layers": 2, "vision_heads": 2}
+SMALL_ROPE_THETA = 1_000_000.0  # the real Qwen2-VL checkpoints' value
 TINY_ALIAS = "clueworld"
 
 
@@ -67,7 +68,10 @@ def small_config(family: str, tokenizer: Any, sizes: dict[str, int] | None = Non
     if hasattr(t, "head_dim"):
         t.head_dim = head_dim
     half = head_dim // 2  # mrope sections (temporal, height, width) split the rotary half-dimension
-    t.rope_parameters = {**t.rope_parameters, "mrope_section": [half // 2, half // 4, half - half // 2 - half // 4]}
+    # SMALL_ROPE_THETA, not the tiny configs' 1e4: with 16 rotary pairs a head, 1e4 left a lookup from the
+    # answer text into the video tokens ~100-300 positions back at chance (README, "Default model")
+    t.rope_parameters = {**t.rope_parameters, "rope_theta": SMALL_ROPE_THETA,
+                         "mrope_section": [half // 2, half // 4, half - half // 2 - half // 4]}
     v = cfg.vision_config
     v.depth, v.num_heads = s["vision_layers"], s["vision_heads"]
     if family == "qwen2_vl":
