@@ -62,3 +62,19 @@ def tiny_video_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("clips") / "tiny.mp4"
     write_video(path, list(make_frames(1, n=16)), fps=8)
     return path
+
+
+@pytest.fixture(scope="session")
+def clueworld_store(tmp_path_factory):
+    """12 ClueWorld samples (seed 5, no video files) with their vision store; the JSONL's path."""
+    from cluenet import backbones
+    from cluenet.data import clueworld as cw
+    from cluenet.data.jsonl import read_samples
+    from training import data as tdata
+    from training.make_default_model import _processor_fn
+
+    folder = tmp_path_factory.mktemp("clueworld_store")
+    cw.generate(folder, 12, seed=5, write_video=False)
+    tdata.VisionStore.build(folder / "vision_store", read_samples(folder / cw.JSONL_NAME), _processor_fn,
+                            backbones.get_family("qwen2_vl"), tdata.ClueWorldFrames())
+    return folder / cw.JSONL_NAME

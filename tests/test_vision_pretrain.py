@@ -53,26 +53,12 @@ def test_slot_targets_follow_the_merged_token_order():
     assert out[row].tolist() == [states[k][f, 2, 3] for f in (2, 3) for k in TARGETS]
 
 
-@pytest.fixture(scope="module")
-def tiny_store(tmp_path_factory):
-    from cluenet import backbones
-    from cluenet.data.jsonl import read_samples
-    from training import data as tdata
-    from training.make_default_model import _processor_fn
-
-    folder = tmp_path_factory.mktemp("vp")
-    cw.generate(folder, 12, seed=5, write_video=False)
-    tdata.VisionStore.build(folder / "vision_store", read_samples(folder / cw.JSONL_NAME), _processor_fn,
-                            backbones.get_family("qwen2_vl"), tdata.ClueWorldFrames())
-    return folder / cw.JSONL_NAME
-
-
-def test_pretrain_runs_and_vision_init_loads_its_output(tiny_store, tmp_path, capsys):
+def test_pretrain_runs_and_vision_init_loads_its_output(clueworld_store, tmp_path, capsys):
     from training.config import ModelConfig
     from training.model_build import build
 
     out = tmp_path / "vision"
-    assert main(["--train", str(tiny_store), "--out", str(out), "--steps", "6", "--batch", "4", "--every", "3"]) == 0
+    assert main(["--train", str(clueworld_store), "--out", str(out), "--steps", "6", "--batch", "4", "--every", "3"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [r["step"] for r in rows] == [3, 6] and rows[-1]["loss"] < rows[0]["loss"] * 2
     assert sorted(f.name for f in out.iterdir()) == ["vision.safetensors", "vision_pretrain.json"]  # no .tmp left

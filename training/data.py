@@ -376,22 +376,26 @@ class VisionStore:
     def __contains__(self, sample_id: str) -> bool:
         return sample_id in self.row
 
+    def _text(self, text: str) -> list[int]:
+        tok = self.processor.tokenizer
+        vtok = tok.convert_ids_to_tokens(self.processor.video_token_id)
+        return prompts.encode_text(tok, text.replace(vtok, vtok * self.num_tokens))
+
     def prefix_ids(self, sample: Sample, mode: str, option_style: str = prompts.DEFAULT_OPTION_STYLE) -> Prefix:
         """The prefix without its pixels (for lengths)."""
-        tok = self.processor.tokenizer
         text = prompts.prefix_text(self.processor, sample.question, sample.options, self.times[sample.id], mode,
                                    option_style)
-        vtok = tok.convert_ids_to_tokens(self.processor.video_token_id)
-        return Prefix(prompts.encode_text(tok, text.replace(vtok, vtok * self.num_tokens)), {})
+        return Prefix(self._text(text), {})
 
     def prefix(self, sample: Sample, mode: str, option_style: str = prompts.DEFAULT_OPTION_STYLE) -> Prefix:
-        tok = self.processor.tokenizer
         text = prompts.prefix_text(self.processor, sample.question, sample.options, self.times[sample.id], mode,
                                    option_style)
-        vtok = tok.convert_ids_to_tokens(self.processor.video_token_id)
-        ids = prompts.encode_text(tok, text.replace(vtok, vtok * self.num_tokens))
-        pix = torch.from_numpy(np.asarray(self.pixels[self.row[sample.id]], dtype=np.float32))
-        return Prefix(ids, {"pixel_values_videos": pix, **{k: v.clone() for k, v in self.extras.items()}})
+        return self.encode(sample.id, text)
+
+    def encode(self, sample_id: str, text: str) -> Prefix:
+        """Any prompt ``text`` with one video placeholder (chat-templated), over clip ``sample_id``."""
+        pix = torch.from_numpy(np.asarray(self.pixels[self.row[sample_id]], dtype=np.float32))
+        return Prefix(self._text(text), {"pixel_values_videos": pix, **{k: v.clone() for k, v in self.extras.items()}})
 
     @classmethod
     def build(cls, folder: str | Path, samples: Sequence[Sample], processor_fn: Callable[[], Any], family: Family,

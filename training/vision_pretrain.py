@@ -107,16 +107,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     built = model_build.build(ModelConfig(name_or_path=args.model, finetune="full"), seed=args.seed)
     visual = built.family.vision_module(built.model)
     store = tdata.VisionStore(Path(args.train).parent / "vision_store", _processor_fn())
-    ids = list(store.row)
-    n_held = min(HELD_OUT_CLIPS, len(ids) // 4)
-    if len(ids) - n_held < args.batch or n_held == 0:
-        raise SystemExit(f"need at least {args.batch + max(n_held, 1)} clips in the vision store, got {len(ids)}")
+    held, pool = held_out_split(store, args.batch)
     (_, h, w), = store.extras["video_grid_thw"].tolist()
     if (h // 2, w // 2) != (cw.GRID, cw.GRID):
         raise SystemExit(f"one merged token must cover one ClueWorld cell: the store's merged grid is "
                          f"{h // 2}x{w // 2}, the world's {cw.GRID}x{cw.GRID} (clips of 112 px)")
     world = common.world_config(args.train)
-    held, pool = ids[-n_held:], ids[:-n_held]
     targets = _clip_targets(held, world)
     head = CellHead(int(video_tokens(visual, *_batch(store, held[:1])).shape[-1]))
     opt = torch.optim.AdamW([*visual.parameters(), *head.parameters()], lr=args.lr, weight_decay=0.01)
@@ -141,6 +137,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               "held_out_clips": len(held), "held_out": scores}
     (out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def held_out_split(store: Any, batch: int) -> tuple[list[str], list[str]]:
+    """(held-out clip ids, training clip ids) of a vision store: the last ``HELD_OUT_CLIPS``
+    (a quarter of smaller stores) are held out; SystemExit if too few are left for a batch."""
+    ids = list(store.row)
+    n_held = min(HELD_OUT_CLIPS, len(ids) // 4)
+    if len(ids) - n_held < batch or n_held == 0:
+        raise SystemExit(f"need at least {batch + max(n_held, 1)} clips in the vision store, got {len(ids)}")
+    return ids[-n_held:], ids[:-n_held]
 
 
 def _batch(store: Any, sample_ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
