@@ -40,6 +40,21 @@ def test_a_run_that_does_not_reach_until_fails_and_saves_nothing(tmp_path, capsy
         main(["--out", str(out), "--until", "0"])
 
 
+def test_init_starts_the_run_from_a_saved_language_model(tmp_path, monkeypatch):
+    from training import model_build
+
+    loaded = []
+    real = model_build.load_text
+    monkeypatch.setattr(model_build, "load_text", lambda model, path: (loaded.append(path), real(model, path)))
+    sizes = '{"text_layers": 1}'
+    args = ["--steps", "1", "--every", "1", "--batch", "2", "--until", "0.0001", "--sizes", sizes]
+    assert main(["--out", str(tmp_path / "a"), *args]) == 0
+    assert main(["--out", str(tmp_path / "b"), "--init", str(tmp_path / "a" / WEIGHTS_NAME), *args]) == 0
+    assert loaded == [str(tmp_path / "a" / WEIGHTS_NAME)]
+    with pytest.raises(SystemExit, match="--init: .*no file"):
+        main(["--out", str(tmp_path / "c"), "--init", str(tmp_path / "missing.safetensors"), *args])
+
+
 def test_text_init_loads_save_text_output_and_leaves_the_vision_tower(tmp_path):
     from training.config import ModelConfig
     from training.model_build import build, save_text
@@ -78,14 +93,20 @@ def test_make_default_model_runs_each_stage_0_recipe_only_when_its_output_is_mis
     from training import make_default_model as mdm
 
     calls = []
-    monkeypatch.setattr(mdm, "_run", lambda cmd, log, **kw: calls.append(cmd[2]))
-    args = argparse.Namespace(vision_steps=7, text_steps=9, text_seed=4)
+    monkeypatch.setattr(mdm, "_run", lambda cmd, log, **kw: calls.append(cmd[2:]))
+    args = argparse.Namespace(vision_steps=7, text_steps=9, text_seed=4, ground_steps=5)
     vision, text = mdm.pretrain(tmp_path, tmp_path / "data" / "train", args)
-    assert calls == ["training.vision_pretrain", "training.text_pretrain"]
+    assert [c[0] for c in calls] == ["training.vision_pretrain", "training.ground_pretrain", "training.text_pretrain"]
+    ground = tmp_path / "ground" / WEIGHTS_NAME
+    assert calls[2][-2:] == ["--init", str(ground)]  # stage 0b starts from stage 0c's language model
     assert (vision, text) == (tmp_path / "vision" / "vision.safetensors", tmp_path / "text" / WEIGHTS_NAME)
-    for f in (vision, text):
+    for f in (vision, ground, text):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(b"")
     calls.clear()
     mdm.pretrain(tmp_path, tmp_path / "data" / "train", args)
     assert calls == []
+    text.unlink()
+    args.ground_steps = 0  # no stage 0c: stage 0b starts from the seeded init
+    mdm.pretrain(tmp_path, tmp_path / "data" / "train", args)
+    assert [c[0] for c in calls] == ["training.text_pretrain"] and "--init" not in calls[0]

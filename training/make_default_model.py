@@ -103,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--vision-steps", type=int, default=300, help="stage 0: training.vision_pretrain steps")
     p.add_argument("--text-steps", type=int, default=3000, help="stage 0b: the most training.text_pretrain steps")
     p.add_argument("--text-seed", type=int, default=1, help="training.text_pretrain seed")
+    p.add_argument("--ground-steps", type=int, default=2000,
+                   help="stage 0c: the most training.ground_pretrain steps (0: skip stage 0c)")
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--time-budget", type=float, default=0.0,
                    help="seconds for the whole command: measure the step time first and size the runs to fit (0: off)")
@@ -152,19 +154,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def pretrain(out: Path, train: Path, args: argparse.Namespace) -> tuple[Path, Path]:
-    """Stage 0 (``training.vision_pretrain``) and 0b (``training.text_pretrain``), each skipped
-    when its output is already there; returns (vision.safetensors, text.safetensors)."""
-    from training import text_pretrain, vision_pretrain
+    """Stage 0 (``training.vision_pretrain``), then, unless ``--ground-steps 0``, stage 0c
+    (``training.ground_pretrain``: the language model learns to look things up in the clip), then
+    stage 0b (``training.text_pretrain``, from 0c's language model: it learns to copy within text).
+    Each is skipped when its output is already there; returns (vision.safetensors, text.safetensors)."""
+    from training import ground_pretrain, text_pretrain, vision_pretrain
 
     py = [sys.executable, "-m"]
     vision = out / "vision" / vision_pretrain.WEIGHTS_NAME
     if not vision.is_file():
         _run([*py, "training.vision_pretrain", "--train", str(train / "clueworld.jsonl"), "--out", str(vision.parent),
               "--steps", str(args.vision_steps)], out / "vision_pretrain.log")
+    init = []
+    if args.ground_steps:
+        ground = out / "ground" / ground_pretrain.WEIGHTS_NAME
+        if not ground.is_file():
+            _run([*py, "training.ground_pretrain", "--train", str(train / "clueworld.jsonl"), "--vision", str(vision),
+                  "--out", str(ground.parent), "--steps", str(args.ground_steps)], out / "ground_pretrain.log")
+        init = ["--init", str(ground)]
     text = out / "text" / text_pretrain.WEIGHTS_NAME
     if not text.is_file():
         _run([*py, "training.text_pretrain", "--out", str(text.parent), "--steps", str(args.text_steps),
-              "--seed", str(args.text_seed)], out / "text_pretrain.log")
+              "--seed", str(args.text_seed), *init], out / "text_pretrain.log")
     return vision, text
 
 

@@ -1,7 +1,7 @@
 """Stage 0b for the from-scratch ClueWorld model: give its language model an induction circuit.
 
     python -m training.text_pretrain --out runs/default/text [--steps 3000 --until 0.9 --lr 3e-3
-        --batch 16 --seed 1]
+        --batch 16 --seed 1 --init runs/default/ground/text.safetensors]
 
 Real backbones arrive with in-context lookups already working: "find where this token occurred
 before and copy what followed it" (an induction circuit) is among the first things a language
@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=100, help="check the held-out rows every N steps")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--sizes", default="", help="JSON overrides of training.model_build.SMALL_SIZES")
+    p.add_argument("--init", default=None,
+                   help="a text.safetensors to start from (e.g. training.ground_pretrain's) instead of the seeded init")
     return p
 
 
@@ -80,6 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0.0 < args.until <= 1.0:
         raise SystemExit(f"--until is a held-out accuracy in (0, 1], got {args.until}")
     model, pools = text_probe_setup(args.seed, args.sizes)
+    if args.init:
+        from cluenet.errors import ConfigError
+
+        try:
+            model_build.load_text(model, args.init)
+        except ConfigError as exc:
+            raise SystemExit(f"--init: {exc}") from None
     gen = torch.Generator().manual_seed(args.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     held = repeat_batch(pools["text"], 64, args.length, torch.Generator().manual_seed(args.seed + 1))
