@@ -56,3 +56,24 @@ def test_ship_refuses_unevaluated_or_oversized_runs(run, tmp_path):
     with pytest.raises(ConfigError, match="MB"):
         ship(run, tmp_path / "d", max_mb=0.0001)
     assert not (tmp_path / "d").exists()
+
+
+def test_card_lists_the_stage_0_reports_in_the_order_they_ran(tmp_path):
+    import json
+
+    from training.ship import _stage0
+
+    for name, report in {
+        "vision/vision_pretrain.json": {"args": {"steps": 300, "seed": 0}, "seconds": 140,
+                                        "held_out": {"colour_occupied": 1.0, "colour": 1.0}},
+        "ground/ground_pretrain.json": {"args": {"seed": 0}, "seconds": 700, "reached": False,
+                                        "checks": [{"step": 2000, "held_out": {"colour": 0.97, "motion": 0.66, "all": 0.8}}]},
+        "text/text_pretrain.json": {"args": {"seed": 1, "init": "runs/x/ground/text.safetensors"}, "seconds": 400,
+                                    "checks": [{"step": 1900, "repeat_accuracy": 0.92, "recall_accuracy_zero_shot": 0.6}]},
+    }.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(json.dumps(report))
+    lines = _stage0(tmp_path).splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["* stage 0, vision", "* stage 0c, looking things up in the clip",
+                                                       "* stage 0b, language model"]
+    assert "colour 97.0 %, motion 66.0 %" in lines[1] and "from stage 0c's language model" in lines[2]

@@ -137,11 +137,20 @@ def _stage0(run: Path) -> str:
         held = ", ".join(f"{k[:-9]} {_pct(x)} %" for k, x in v["held_out"].items() if k.endswith("_occupied"))
         lines.append(f"* stage 0, vision (`training.vision_pretrain`): {v['args']['steps']} steps, seed {v['args']['seed']}, "
                      f"{v['seconds']} s; held-out occupied cells: {held}; the tower stays frozen afterwards")
+    ground = run / "ground" / "ground_pretrain.json"
+    if ground.is_file():
+        g = json.loads(ground.read_text())
+        last = g["checks"][-1]
+        held = ", ".join(f"{k} {_pct(x)} %" for k, x in last["held_out"].items() if k != "all")
+        lines.append(f"* stage 0c, looking things up in the clip (`training.ground_pretrain`, each object's shape, first "
+                     f"colour and first motion, tower frozen): {last['step']} steps, seed {g['args']['seed']}, "
+                     f"{g['seconds']} s; held-out words: {held}")
     text = run / "text" / "text_pretrain.json"
     if text.is_file():
         t = json.loads(text.read_text())
         last = t["checks"][-1]
-        lines.append(f"* stage 0b, language model (`training.text_pretrain`, random-token rows with a repeated segment): "
+        start = " from stage 0c's language model" if t["args"].get("init") else ""
+        lines.append(f"* stage 0b, language model (`training.text_pretrain`, random-token rows with a repeated segment{start}): "
                      f"{last['step']} steps, seed {t['args']['seed']}, {t['seconds']} s; held-out repeat accuracy "
                      f"{last['repeat_accuracy']}, zero-shot recall {last['recall_accuracy_zero_shot']}")
     return "".join(line + "\n" for line in lines)
