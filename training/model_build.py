@@ -68,8 +68,8 @@ def small_config(family: str, tokenizer: Any, sizes: dict[str, int] | None = Non
     if hasattr(t, "head_dim"):
         t.head_dim = head_dim
     half = head_dim // 2  # mrope sections (temporal, height, width) split the rotary half-dimension
-    # SMALL_ROPE_THETA, not the tiny configs' 1e4: with 16 rotary pairs a head, 1e4 left a lookup from the
-    # answer text into the video tokens ~100-300 positions back at chance (README, "Default model")
+    # SMALL_ROPE_THETA, not the tiny configs' 1e4: with 16 rotary pairs a head, 1e4 leaves few position-free
+    # dimensions for a lookup from the answer text into video tokens 100-300 positions back (README, "Default model")
     t.rope_parameters = {**t.rope_parameters, "rope_theta": SMALL_ROPE_THETA,
                          "mrope_section": [half // 2, half // 4, half - half // 2 - half // 4]}
     v = cfg.vision_config
