@@ -110,3 +110,8 @@ def test_make_default_model_runs_each_stage_0_recipe_only_when_its_output_is_mis
     args.ground_steps = 0  # no stage 0c: stage 0b starts from the seeded init
     mdm.pretrain(tmp_path, tmp_path / "data" / "train", args)
     assert [c[0] for c in calls] == ["training.text_pretrain"] and "--init" not in calls[0]
+    calls.clear()
+    args.text_steps, args.ground_steps = 0, 5  # no stage 0b: the runs start from stage 0c's language model
+    assert mdm.pretrain(tmp_path, tmp_path / "data" / "train", args)[1] == ground and calls == []
+    args.ground_steps = 0  # neither: the seeded init
+    assert mdm.pretrain(tmp_path, tmp_path / "data" / "train", args)[1] is None and calls == []

@@ -101,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--eval-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     p.add_argument("--loader-workers", type=int, default=4)
     p.add_argument("--vision-steps", type=int, default=300, help="stage 0: training.vision_pretrain steps")
-    p.add_argument("--text-steps", type=int, default=3000, help="stage 0b: the most training.text_pretrain steps")
+    p.add_argument("--text-steps", type=int, default=3000,
+                   help="stage 0b: the most training.text_pretrain steps (0: skip stage 0b)")
     p.add_argument("--text-seed", type=int, default=1, help="training.text_pretrain seed")
     p.add_argument("--ground-steps", type=int, default=2000,
                    help="stage 0c: the most training.ground_pretrain steps (0: skip stage 0c)")
@@ -124,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     vision, text = pretrain(out, train, args)
     print(f"stage 0 done at {time.time() - t0:.0f} s", flush=True)
     common = [f"data.num_workers={args.loader_workers}", f"model.vision_init={vision}", "model.freeze_vision=true",
-              f"model.text_init={text}", *args.overrides]
+              *([f"model.text_init={text}"] if text else []), *args.overrides]
     if args.time_budget:
         args.s1_steps, args.s2_steps = size_runs(out, train, common, args.time_budget - (time.time() - t0),
                                                 args.eval_reserve, args.stage2_overhead)
@@ -153,11 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def pretrain(out: Path, train: Path, args: argparse.Namespace) -> tuple[Path, Path]:
+def pretrain(out: Path, train: Path, args: argparse.Namespace) -> tuple[Path, Path | None]:
     """Stage 0 (``training.vision_pretrain``), then, unless ``--ground-steps 0``, stage 0c
     (``training.ground_pretrain``: the language model learns to look things up in the clip), then
     stage 0b (``training.text_pretrain``, from 0c's language model: it learns to copy within text).
-    Each is skipped when its output is already there; returns (vision.safetensors, text.safetensors)."""
+    Each is skipped when its output is already there; ``--text-steps 0`` skips stage 0b.  Returns
+    (vision.safetensors, the language model's text.safetensors or None for the seeded init)."""
     from training import ground_pretrain, text_pretrain, vision_pretrain
 
     py = [sys.executable, "-m"]
@@ -172,6 +174,8 @@ def pretrain(out: Path, train: Path, args: argparse.Namespace) -> tuple[Path, Pa
             _run([*py, "training.ground_pretrain", "--train", str(train / "clueworld.jsonl"), "--vision", str(vision),
                   "--out", str(ground.parent), "--steps", str(args.ground_steps)], out / "ground_pretrain.log")
         init = ["--init", str(ground)]
+    if not args.text_steps:  # no stage 0b: the runs start from stage 0c's language model (or the seeded init)
+        return vision, ground if args.ground_steps else None
     text = out / "text" / text_pretrain.WEIGHTS_NAME
     if not text.is_file():
         _run([*py, "training.text_pretrain", "--out", str(text.parent), "--steps", str(args.text_steps),
