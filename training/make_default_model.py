@@ -167,19 +167,18 @@ def pretrain(out: Path, train: Path, args: argparse.Namespace) -> tuple[Path, Pa
     if not vision.is_file():
         _run([*py, "training.vision_pretrain", "--train", str(train / "clueworld.jsonl"), "--out", str(vision.parent),
               "--steps", str(args.vision_steps)], out / "vision_pretrain.log")
-    init = []
+    lm = None  # the language model the next stage starts from (None: the seeded init)
     if args.ground_steps:
-        ground = out / "ground" / ground_pretrain.WEIGHTS_NAME
-        if not ground.is_file():
+        lm = out / "ground" / ground_pretrain.WEIGHTS_NAME
+        if not lm.is_file():
             _run([*py, "training.ground_pretrain", "--train", str(train / "clueworld.jsonl"), "--vision", str(vision),
-                  "--out", str(ground.parent), "--steps", str(args.ground_steps)], out / "ground_pretrain.log")
-        init = ["--init", str(ground)]
-    if not args.text_steps:  # no stage 0b: the runs start from stage 0c's language model (or the seeded init)
-        return vision, ground if args.ground_steps else None
+                  "--out", str(lm.parent), "--steps", str(args.ground_steps)], out / "ground_pretrain.log")
+    if not args.text_steps:
+        return vision, lm
     text = out / "text" / text_pretrain.WEIGHTS_NAME
     if not text.is_file():
         _run([*py, "training.text_pretrain", "--out", str(text.parent), "--steps", str(args.text_steps),
-              "--seed", str(args.text_seed), *init], out / "text_pretrain.log")
+              "--seed", str(args.text_seed), *(["--init", str(lm)] if lm else [])], out / "text_pretrain.log")
     return vision, text
 
 
