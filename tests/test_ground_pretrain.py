@@ -55,7 +55,7 @@ def test_pretrain_runs_and_text_init_loads_its_output(clueworld_store, tmp_path,
     save_weights(seeded.family.vision_module(seeded.model).state_dict(), str(vision))
     out = tmp_path / "ground"
     assert main(["--train", str(clueworld_store), "--vision", str(vision), "--out", str(out), "--steps", "4",
-                 "--batch", "2", "--every", "2", "--until", "1.1"]) == 0
+                 "--batch", "2", "--every", "2", "--until", "1.0"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [r["step"] for r in rows] == [2, 4]
     assert set(rows[-1]["held_out"]) == {"colour", "shape", "motion", "all"}
@@ -70,7 +70,10 @@ def test_pretrain_runs_and_text_init_loads_its_output(clueworld_store, tmp_path,
     assert any(not torch.equal(a[k], b[k]) for k in a if "visual" not in k)  # the trained LM replaced the seeded one
 
 
-def test_pretrain_refuses_a_store_too_small_for_a_batch(clueworld_store, tmp_path):
+def test_pretrain_refuses_bad_arguments_before_any_work(clueworld_store, tmp_path):
+    args = ["--train", str(clueworld_store), "--vision", str(tmp_path / "v.safetensors"), "--out", str(tmp_path / "o")]
     with pytest.raises(SystemExit, match="need at least"):
-        main(["--train", str(clueworld_store), "--vision", str(tmp_path / "v.safetensors"), "--out", str(tmp_path / "o"),
-              "--batch", "64"])
+        main([*args, "--batch", "64"])
+    with pytest.raises(SystemExit, match="--until"):
+        main([*args, "--until", "0"])
+    assert not (tmp_path / "o").exists()

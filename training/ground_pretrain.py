@@ -164,6 +164,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.steps < 1:
         raise SystemExit(f"--steps must be at least 1, got {args.steps}")
+    if not 0.0 < args.until <= 1.0:
+        raise SystemExit(f"--until is a held-out accuracy in (0, 1], got {args.until}")
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     store = tdata.VisionStore(Path(args.train).parent / common.STORE_DIR, _processor_fn())
