@@ -185,3 +185,16 @@ def load_output(folder: str | Path, model_cfg: ModelConfig, trainable: bool = Tr
 
         freeze_vision(model)
     return model, processor, fam
+
+
+def run_recipe(parser: Any, run: Any, argv: Sequence[str] | None = None) -> int:
+    """A stage-0 recipe's ``main``: parse ``argv``, call ``run(args)`` and exit 0; bad input the
+    user can fix (a ClueNetError) becomes one stderr line and exit status 2 (``cluenet.cli.run``)."""
+    from cluenet.cli import run as run_cli
+
+    def call(args: Any) -> int:
+        run(args)
+        return 0
+
+    parser.set_defaults(func=call)
+    return run_cli(parser, list(argv) if argv is not None else None)

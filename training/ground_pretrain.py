@@ -219,19 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--every", type=int, default=100, help="check held-out clips every N steps")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cli)
     return p
 
 
-def _cli(args: argparse.Namespace) -> int:
-    run(args)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    from cluenet.cli import run as run_cli
+    from training.common import run_recipe
 
-    return run_cli(build_parser(), list(argv) if argv is not None else None)
+    return run_recipe(build_parser(), run, argv)
 
 
 if __name__ == "__main__":
