@@ -92,6 +92,9 @@ class ModelConfig:
     # A text.safetensors written by ``python -m training.text_pretrain`` (stage 0b: a language
     # model with an induction circuit): loaded into everything but the vision module.
     text_init: str = ""
+    # ``small:<family>`` only: a JSON object of ``training.model_build.SMALL_SIZES`` overrides, e.g.
+    # '{"temporal_patch": 16, "vision_hidden": 128}' (a tower that sees the whole 16-frame clip at once)
+    sizes: str = ""
 
     def __post_init__(self) -> None:
         _require(bool(self.name_or_path.strip()), "name_or_path", self.name_or_path,
@@ -106,6 +109,11 @@ class ModelConfig:
                  "empty or a .safetensors file from python -m training.text_pretrain")
         _require(self.finetune != "lora" or len(self.lora_targets) > 0, "lora_targets", self.lora_targets,
                  "at least one module name when finetune=lora")
+        _require(not self.sizes or self.name_or_path.startswith("small:"), "sizes", self.sizes,
+                 "empty unless name_or_path is small:<family>")
+        from training.model_build import parse_sizes  # here: model_build imports this module
+
+        parse_sizes(self.sizes)
 
 
 @dataclass(frozen=True)

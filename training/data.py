@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 from cluenet import prompts
 from cluenet.backbones import Family
 from cluenet.cache import ClipCache
-from cluenet.errors import InputError
+from cluenet.errors import ConfigError, InputError
 from cluenet.grammar import render_clue
 from cluenet.schema import Clue, Sample, Step
 from training.config import LossConfig
@@ -372,6 +372,18 @@ class VisionStore:
         self.times = {sid: tuple(t) for sid, t in zip(meta["ids"], meta["times"])}
         self.pixels = np.memmap(self.folder / self.PIXELS, dtype=np.float16, mode="r", shape=self.shape)
         self.processor = processor
+        # a store written with one temporal patch size serves a processor with another (same frames)
+        self.stored_temporal_patch = int(meta.get("temporal_patch_size", 2))
+        self.temporal_patch = int(getattr(getattr(processor, "video_processor", None), "temporal_patch_size",
+                                          self.stored_temporal_patch))
+        if self.temporal_patch != self.stored_temporal_patch:
+            (t, h, w), = self.extras["video_grid_thw"].tolist()
+            frames = t * self.stored_temporal_patch
+            if frames % self.temporal_patch:
+                raise ConfigError(f"vision store {self.folder}: {frames} frames do not split into temporal patches of "
+                                  f"{self.temporal_patch}")
+            self.extras["video_grid_thw"] = torch.tensor([[frames // self.temporal_patch, h, w]])
+            self.num_tokens = self.num_tokens * self.stored_temporal_patch // self.temporal_patch
 
     def __contains__(self, sample_id: str) -> bool:
         return sample_id in self.row
@@ -394,8 +406,16 @@ class VisionStore:
 
     def encode(self, sample_id: str, text: str) -> Prefix:
         """Any prompt ``text`` with one video placeholder (chat-templated), over clip ``sample_id``."""
+        return Prefix(self._text(text), {"pixel_values_videos": self.pixel_values(sample_id),
+                                         **{k: v.clone() for k, v in self.extras.items()}})
+
+    def pixel_values(self, sample_id: str) -> torch.Tensor:
+        """One clip's patches as the processor would give them (regrouped to its temporal patch size)."""
         pix = torch.from_numpy(np.asarray(self.pixels[self.row[sample_id]], dtype=np.float32))
-        return Prefix(self._text(text), {"pixel_values_videos": pix, **{k: v.clone() for k, v in self.extras.items()}})
+        if self.temporal_patch != self.stored_temporal_patch:
+            pix = regroup_temporal(pix, int(self.extras["video_grid_thw"][0, 1] * self.extras["video_grid_thw"][0, 2]),
+                                   self.stored_temporal_patch, self.temporal_patch)
+        return pix
 
     @classmethod
     def build(cls, folder: str | Path, samples: Sequence[Sample], processor_fn: Callable[[], Any], family: Family,
@@ -422,10 +442,25 @@ class VisionStore:
                 times = list(tqdm(pool.imap(_store_job, range(workers)), total=workers, desc="vision store"))
         by_index = {i: t for part in times for i, t in part}
         index = {"ids": [s.id for s in samples], "shape": list(shape), "num_tokens": first[2],
+                 "temporal_patch_size": int(getattr(processor_fn().video_processor, "temporal_patch_size", 2)),
                  "extras": {k: v.tolist() for k, v in first[1].items()},
                  "times": [list(by_index[i]) for i in range(len(samples))]}
         (folder / cls.INDEX).write_text(json.dumps(index))
         return cls(folder, processor_fn())
+
+
+def regroup_temporal(patches: torch.Tensor, per_group: int, t_from: int, t_to: int, channels: int = 3) -> torch.Tensor:
+    """Qwen-VL video patches ``[groups * per_group, channels * t_from * p * p]`` (the processor's
+    layout: temporal group, then the patches of one group in merged-grid order; each row channel,
+    frame, pixel) regrouped as the same processor with ``temporal_patch_size = t_to`` gives them."""
+    groups, dim = patches.shape[0] // per_group, patches.shape[1]
+    frames, pp = groups * t_from, dim // (channels * t_from)
+    if patches.shape[0] != groups * per_group or dim != channels * t_from * pp or frames % t_to:
+        raise ValueError(f"cannot regroup {tuple(patches.shape)} ({per_group} patches, {t_from} frames a group) into "
+                         f"groups of {t_to} frames")
+    x = patches.reshape(groups, per_group, channels, t_from, pp).permute(1, 2, 0, 3, 4)  # [patch, c, group, t, pp]
+    x = x.reshape(per_group, channels, frames // t_to, t_to, pp).permute(2, 0, 1, 3, 4)
+    return x.reshape(frames // t_to * per_group, channels * t_to * pp)
 
 
 def _process_one(processor: Any, family: Family, frames: FrameSource, sample: Sample):

@@ -30,7 +30,7 @@ from cluenet.errors import ConfigError
 from training.config import ModelConfig
 
 SMALL_SIZES = {"text_hidden": 128, "text_layers": 3, "text_heads": 4, "text_kv_heads": 2, "text_ffn": 384,
-               "vision_hidden": 64, "vision_layers": 2, "vision_heads": 2}
+               "vision_hidden": 64, "vision_layers": 2, "vision_heads": 2, "temporal_patch": 2}
 SMALL_ROPE_THETA = 1_000_000.0  # the real Qwen2-VL checkpoints' value
 TINY_ALIAS = "clueworld"
 
@@ -48,6 +48,27 @@ class Built:
 def _family_name(spec: str) -> str:
     name = spec.split(":", 1)[1] or TINY_ALIAS
     return backbones.PRIMARY if name == TINY_ALIAS else name
+
+
+def parse_sizes(text: str) -> dict[str, int]:
+    """``model.sizes`` / ``--sizes``: a JSON object of ``SMALL_SIZES`` overrides ("" for none);
+    ConfigError names a bad key or value."""
+    import json
+
+    if not text:
+        return {}
+    try:
+        sizes = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"sizes must be a JSON object of SMALL_SIZES overrides, got {text!r}: {exc}") from None
+    if not isinstance(sizes, dict):
+        raise ConfigError(f"sizes must be a JSON object of SMALL_SIZES overrides, got {text!r}")
+    for key, value in sizes.items():
+        if key not in SMALL_SIZES:
+            raise ConfigError(f"sizes: unknown key {key!r}; known: {sorted(SMALL_SIZES)}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"sizes: {key} must be a positive integer, got {value!r}")
+    return sizes
 
 
 def small_config(family: str, tokenizer: Any, sizes: dict[str, int] | None = None) -> Any:
@@ -73,7 +94,7 @@ def small_config(family: str, tokenizer: Any, sizes: dict[str, int] | None = Non
     t.rope_parameters = {**t.rope_parameters, "rope_theta": SMALL_ROPE_THETA,
                          "mrope_section": [half // 2, half // 4, half - half // 2 - half // 4]}
     v = cfg.vision_config
-    v.depth, v.num_heads = s["vision_layers"], s["vision_heads"]
+    v.depth, v.num_heads, v.temporal_patch_size = s["vision_layers"], s["vision_heads"], s["temporal_patch"]
     if family == "qwen2_vl":
         v.embed_dim, v.hidden_size = s["vision_hidden"], s["text_hidden"]
     else:
@@ -81,6 +102,15 @@ def small_config(family: str, tokenizer: Any, sizes: dict[str, int] | None = Non
         if hasattr(v, "fullatt_block_indexes"):
             v.fullatt_block_indexes = list(range(s["vision_layers"]))
     return cfg
+
+
+def small_processor(fam: backbones.Family, tokenizer: Any, config: Any) -> Any:
+    """The family's tiny processor, cutting clips into temporal patches of the model's size."""
+    processor = fam.tiny_processor(tokenizer)
+    tp = config.vision_config.temporal_patch_size
+    for part in (processor.video_processor, processor.image_processor):
+        part.temporal_patch_size = tp
+    return processor
 
 
 def build(cfg: ModelConfig, seed: int = 0) -> Built:
@@ -94,7 +124,8 @@ def build(cfg: ModelConfig, seed: int = 0) -> Built:
         if spec.startswith("tiny:"):
             model, processor = backbones.tiny_model(family, tok, seed=seed)
         else:
-            model, processor = fam.model_cls()(small_config(family, tok)), fam.tiny_processor(tok)
+            config = small_config(family, tok, parse_sizes(cfg.sizes))
+            model, processor = fam.model_cls()(config), small_processor(fam, tok, config)
         if cfg.vision_init:
             load_vision(model, fam, cfg.vision_init)
         if cfg.text_init:

@@ -716,6 +716,68 @@ def cell_states(seed_or_rng: int | np.random.Generator, cfg: WorldConfig | None 
     return out
 
 
+EVENT_KINDS = ("enter", "hit", "stop", "turn", "leave")
+# cell_events' columns -> classes (0 = none / empty in every column)
+EVENT_TARGETS: dict[str, int] = {
+    "still_colour": 1 + len(COLOURS), "still_shape": 1 + len(SHAPES),
+    **{f"{k}_{a}": n for k in EVENT_KINDS for a, n in (("slot", 1 + MAX_FRAMES // 2), ("colour", 1 + len(COLOURS)),
+                                                      ("shape", 1 + len(SHAPES)))},
+    "enter_side": 1 + len(SIDES), "leave_side": 1 + len(SIDES), "turn_colour_to": 1 + len(COLOURS),
+    "hit_other_colour": 1 + len(COLOURS), "hit_other_shape": 1 + len(SHAPES),
+}
+
+
+def _nearest_cell(p: np.ndarray) -> tuple[int, int]:
+    """(row, column) of the cell nearest to an object's top-left corner ``p`` (x, y), on the grid."""
+    x, y = (min(GRID - 1, max(0, int(np.floor(v + 0.5)))) for v in p)
+    return y, x
+
+
+def cell_events(seed_or_rng: int | np.random.Generator, cfg: WorldConfig | None = None,
+                template: str | None = None) -> np.ndarray:
+    """Per grid cell, what happens there over the whole clip (same arguments as ``make_episode``).
+
+    Returns int [GRID * GRID, len(EVENT_TARGETS)] (cells row-major; columns in
+    ``EVENT_TARGETS`` order, 0 = none): the colour and shape of an object standing still
+    there from the start, and for each event kind the slot (1 + slot index) in which it
+    happens there, its subject's first colour and shape, and its word (side, new colour)
+    or the object hit.  An event's cell is its subject's: where a mover is once fully
+    inside (enter), where it hits and stops, where the hit object stands (turn), where a
+    leaver starts to go out.  Two events of one kind in one cell keep the earlier.  For
+    training a vision encoder that sees a cell's whole clip in one token (temporal patch =
+    all frames), as a pretrained video encoder knows its actions.
+    """
+    cfg = cfg or WorldConfig()
+    world, _ = _build(_to_rng(seed_or_rng), cfg, "clueworld", template)
+    col = {k: j for j, k in enumerate(EVENT_TARGETS)}
+    out = np.zeros((GRID * GRID, len(EVENT_TARGETS)), dtype=np.int64)
+
+    def put(cell: tuple[int, int], **values: int) -> None:
+        for key, v in values.items():
+            out[cell[0] * GRID + cell[1], col[key]] = v
+
+    for i, o in enumerate(world.objs):
+        if o.side is None:
+            put(_nearest_cell(world.pos[0, i]), still_colour=1 + COLOUR_NAMES.index(o.colour),
+                still_shape=1 + SHAPES.index(o.shape))
+    for e in sorted(world.events, key=lambda e: e.first):
+        cell = _nearest_cell(world.pos[e.last if e.kind == "enter" else e.first, e.subject])
+        if out[cell[0] * GRID + cell[1], col[f"{e.kind}_slot"]]:
+            continue
+        s = world.objs[e.subject]
+        put(cell, **{f"{e.kind}_slot": 1 + e.first // 2, f"{e.kind}_colour": 1 + COLOUR_NAMES.index(s.colour),
+                     f"{e.kind}_shape": 1 + SHAPES.index(s.shape)})
+        if e.kind in ("enter", "leave"):
+            put(cell, **{f"{e.kind}_side": 1 + SIDES.index(e.word)})
+        elif e.kind == "turn":
+            put(cell, turn_colour_to=1 + COLOUR_NAMES.index(e.word))
+        elif e.kind == "hit":
+            other = world.objs[e.other]
+            put(cell, hit_other_colour=1 + COLOUR_NAMES.index(other.colour),
+                hit_other_shape=1 + SHAPES.index(other.shape))
+    return out
+
+
 # ----------------------------------------------------------------------------- rendering
 @lru_cache(maxsize=None)
 def _mask(shape: str, px: int) -> np.ndarray:
