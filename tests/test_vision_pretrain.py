@@ -53,6 +53,69 @@ def test_slot_targets_follow_the_merged_token_order():
     assert out[row].tolist() == [states[k][f, 2, 3] for f in (2, 3) for k in TARGETS]
 
 
+@pytest.mark.parametrize("index", range(8))
+def test_cell_events_hold_every_gold_clue_in_its_subjects_cell(index):
+    """Each gold clue is found in one cell's columns: its slot, subject and word (clashes aside)."""
+    sample = cw.make_sample(cw.clip_rng(7, index))
+    events = cw.cell_events(cw.clip_rng(7, index))
+    col = {k: j for j, k in enumerate(cw.EVENT_TARGETS)}
+    fps, verbs = cw.WorldConfig().fps, {"enters": "enter", "hits": "hit", "stops": "stop", "turns": "turn",
+                                        "leaves": "leave"}
+    assert events.shape == (cw.GRID * cw.GRID, len(cw.EVENT_TARGETS))
+    for j, n in enumerate(cw.EVENT_TARGETS.values()):
+        assert 0 <= events[:, j].min() and events[:, j].max() < n
+    found = 0
+    for clue in sample.clues:
+        words = clue.text.split()  # "the red diamond enters from the left"
+        kind, colour, shape = verbs[words[3]], words[1], words[2]
+        rows = events[events[:, col[f"{kind}_slot"]] == 1 + int(round(clue.start * fps)) // 2]
+        rows = rows[(rows[:, col[f"{kind}_colour"]] == 1 + cw.COLOUR_NAMES.index(colour))
+                    & (rows[:, col[f"{kind}_shape"]] == 1 + cw.SHAPES.index(shape))]
+        if kind in ("enter", "leave"):
+            rows = rows[rows[:, col[f"{kind}_side"]] == 1 + cw.SIDES.index(words[-1])]
+        elif kind == "turn":
+            rows = rows[rows[:, col["turn_colour_to"]] == 1 + cw.COLOUR_NAMES.index(words[-1])]
+        elif kind == "hit":
+            rows = rows[rows[:, col["hit_other_colour"]] == 1 + cw.COLOUR_NAMES.index(words[-2])]
+        found += len(rows) == 1
+    assert found >= len(sample.clues) - 1  # two events of one kind in one cell keep the earlier
+
+
+def test_regroup_temporal_matches_the_processor_both_ways():
+    import transformers
+
+    from training.data import regroup_temporal
+
+    frames, _, _ = cw.make_episode(cw.clip_rng(7, 0))
+    kw = dict(patch_size=14, merge_size=2, size={"shortest_edge": 56 * 56, "longest_edge": 4 * 112 * 112})
+    out = {t: transformers.Qwen2VLVideoProcessor(temporal_patch_size=t, **kw)(
+        videos=[frames], return_tensors="pt", do_sample_frames=False)["pixel_values_videos"] for t in (2, 16)}
+    assert torch.equal(regroup_temporal(out[2], 64, 2, 16), out[16])
+    assert torch.equal(regroup_temporal(out[16], 64, 16, 2), out[2])
+    with pytest.raises(ValueError, match="cannot regroup"):
+        regroup_temporal(out[2], 64, 2, 5)
+
+
+def test_a_vision_store_serves_another_temporal_patch_size(clueworld_store):
+    from cluenet import backbones
+    from cluenet import tokenizer as tokmod
+    from training import data as tdata
+    from training import model_build
+    from training.make_default_model import _processor_fn
+
+    written = tdata.VisionStore(clueworld_store.parent / "vision_store", _processor_fn())
+    tok = tokmod.load()
+    config = model_build.small_config("qwen2_vl", tok, model_build.parse_sizes('{"temporal_patch": 16}'))
+    whole = model_build.small_processor(backbones.get_family("qwen2_vl"), tok, config)  # one patch: the whole clip
+    other = tdata.VisionStore(clueworld_store.parent / "vision_store", whole)
+    assert written.temporal_patch == 2 and other.temporal_patch == 16
+    assert other.extras["video_grid_thw"].tolist() == [[1, 8, 8]] and 8 * other.num_tokens == written.num_tokens
+    sid = next(iter(written.row))
+    frames, _, _ = cw.make_episode(cw.clip_rng(*(int(x) for x in sid[2:].split("-"))))
+    direct = whole.video_processor(videos=[frames], return_tensors="pt", do_sample_frames=False)["pixel_values_videos"]
+    assert torch.allclose(other.pixel_values(sid), direct, atol=2e-3)  # float16 storage
+
+
 def test_pretrain_runs_and_vision_init_loads_its_output(clueworld_store, tmp_path, capsys):
     from training.config import ModelConfig
     from training.model_build import build
@@ -63,7 +126,8 @@ def test_pretrain_runs_and_vision_init_loads_its_output(clueworld_store, tmp_pat
     assert [r["step"] for r in rows] == [3, 6] and rows[-1]["loss"] < rows[0]["loss"] * 2
     assert sorted(f.name for f in out.iterdir()) == ["vision.safetensors", "vision_pretrain.json"]  # no .tmp left
     report = json.loads((out / "vision_pretrain.json").read_text())
-    assert set(report["held_out"]) == {k + s for k in TARGETS for s in ("", "_occupied")}
+    assert report["targets"] == "cells"  # two frames a temporal patch: per-frame cell states
+    assert set(report["held_out"]) == {k + s for k in TARGETS for s in ("", "_occupied")} | {"all"}
 
     plain = build(ModelConfig(name_or_path="small:qwen2_vl", finetune="full"), seed=0)
     loaded = build(ModelConfig(name_or_path="small:qwen2_vl", finetune="full", freeze_vision=True,
@@ -71,6 +135,36 @@ def test_pretrain_runs_and_vision_init_loads_its_output(clueworld_store, tmp_pat
     a, b = (m.family.vision_module(m.model).state_dict() for m in (plain, loaded))
     assert any(not torch.equal(a[k], b[k]) for k in a)  # the pretrained weights replaced the seeded init
     assert not any(p.requires_grad for p in loaded.family.vision_module(loaded.model).parameters())
+
+
+def test_pretrain_of_a_whole_clip_tower_learns_cell_events(clueworld_store, tmp_path):
+    from training.config import ModelConfig
+    from training.model_build import build
+
+    out, sizes = tmp_path / "vision16", '{"temporal_patch": 16}'
+    assert main(["--train", str(clueworld_store), "--out", str(out), "--steps", "2", "--batch", "4", "--sizes", sizes]) == 0
+    report = json.loads((out / "vision_pretrain.json").read_text())
+    assert report["targets"] == "events"
+    assert set(report["held_out"]) == {k + s for k in cw.EVENT_TARGETS for s in ("", "_occupied")} | {"all"}
+    model = build(ModelConfig(name_or_path="small:qwen2_vl", finetune="full", sizes=sizes,
+                              vision_init=str(out / WEIGHTS_NAME)))
+    assert model.processor.video_processor.temporal_patch_size == 16
+    with pytest.raises(SystemExit, match="whole clip in one temporal patch"):
+        main(["--train", str(clueworld_store), "--out", str(out), "--steps", "2", "--batch", "4", "--targets", "events"])
+
+
+def test_model_sizes_are_checked():
+    from cluenet.errors import ConfigError
+    from training.config import ModelConfig
+
+    with pytest.raises(ConfigError, match="unknown key 'temporal_pach'"):
+        ModelConfig(name_or_path="small:qwen2_vl", sizes='{"temporal_pach": 16}')
+    with pytest.raises(ConfigError, match="positive integer"):
+        ModelConfig(name_or_path="small:qwen2_vl", sizes='{"temporal_patch": 0}')
+    with pytest.raises(ConfigError, match="JSON object"):
+        ModelConfig(name_or_path="small:qwen2_vl", sizes="temporal_patch=16")
+    with pytest.raises(ConfigError, match="sizes"):
+        ModelConfig(name_or_path="tiny:clueworld", sizes='{"temporal_patch": 16}')
 
 
 def test_vision_init_refuses_a_missing_or_foreign_file(tmp_path):
