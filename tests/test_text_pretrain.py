@@ -94,11 +94,14 @@ def test_make_default_model_runs_each_stage_0_recipe_only_when_its_output_is_mis
 
     calls = []
     monkeypatch.setattr(mdm, "_run", lambda cmd, log, **kw: calls.append(cmd[2:]))
-    args = argparse.Namespace(vision_steps=7, text_steps=9, text_seed=4, ground_steps=5)
+    sizes = '{"temporal_patch": 16}'
+    args = argparse.Namespace(vision_steps=7, text_steps=9, text_seed=4, ground_steps=5, sizes=sizes)
     vision, text = mdm.pretrain(tmp_path, tmp_path / "data" / "train", args)
     assert [c[0] for c in calls] == ["training.vision_pretrain", "training.ground_pretrain", "training.text_pretrain"]
+    assert all(c[-2:] == ["--sizes", sizes] for c in calls)  # every stage builds the same model
     ground = tmp_path / "ground" / WEIGHTS_NAME
-    assert calls[2][-2:] == ["--init", str(ground)]  # stage 0b starts from stage 0c's language model
+    assert calls[2][-4:-2] == ["--init", str(ground)]  # stage 0b starts from stage 0c's language model
+    args.sizes = ""
     assert (vision, text) == (tmp_path / "vision" / "vision.safetensors", tmp_path / "text" / WEIGHTS_NAME)
     for f in (vision, ground, text):
         f.parent.mkdir(parents=True, exist_ok=True)

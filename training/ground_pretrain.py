@@ -168,10 +168,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"--until is a held-out accuracy in (0, 1], got {args.until}")
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
-    store = tdata.VisionStore(Path(args.train).parent / common.STORE_DIR, _processor_fn())
+    store = tdata.VisionStore(Path(args.train).parent / common.STORE_DIR, _processor_fn(args.sizes))
     held, pool = held_out_split(store, args.batch)
     model = model_build.build(ModelConfig(name_or_path=args.model, finetune="full", freeze_vision=True,
-                                          vision_init=args.vision, text_init=args.text), seed=args.seed).model
+                                          vision_init=args.vision, text_init=args.text, sizes=args.sizes),
+                              seed=args.seed).model
     data = Sheets(store, common.world_config(args.train), args.seed)
     collate = common.collator(store.processor)
     classes = word_classes(store.processor.tokenizer)
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a text.safetensors to start the language model from (default: the seeded init)")
     p.add_argument("--out", required=True, help="folder for text.safetensors and ground_pretrain.json")
     p.add_argument("--model", default="small:qwen2_vl", help="the from-scratch model")
+    p.add_argument("--sizes", default="", help="JSON overrides of training.model_build.SMALL_SIZES (model.sizes)")
     p.add_argument("--steps", type=int, default=2000, help="the most steps")
     p.add_argument("--until", type=float, default=0.9,
                    help="stop once held-out colour and motion words both reach this accuracy")

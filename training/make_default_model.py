@@ -19,6 +19,10 @@ Steps (every run is one of the recipes with its shipped config and overrides):
 4. ``training.evaluate`` of ClueNet, direct and cot on the test split; scores in
    ``<out>/eval-<mode>.json``.
 
+``--sizes JSON`` overrides ``training.model_build.SMALL_SIZES`` in every stage (e.g. a vision tower
+that sees the whole clip in one temporal patch; README, "Default model"); the vision store is
+written once, at two frames a patch, and regrouped on read.
+
 ``--time-budget S`` first times 30 steps of the three concurrent runs and sizes the
 step counts so that everything, evaluation included, ends within S seconds.
 
@@ -84,11 +88,16 @@ def make_data(out: Path, n_train: int, n_s2: int, n_test: int, workers: int) -> 
     return train
 
 
-def _processor_fn():
+def _processor_fn(sizes: str = ""):
+    """The processor of the ``small:qwen2_vl`` model with ``sizes`` (``model.sizes``; picklable, for
+    the vision store's workers)."""
     from cluenet import backbones
     from cluenet import tokenizer as tokmod
+    from training import model_build
 
-    return backbones.get_family("qwen2_vl").tiny_processor(tokmod.load())
+    tok = tokmod.load()
+    config = model_build.small_config("qwen2_vl", tok, model_build.parse_sizes(sizes))
+    return model_build.small_processor(backbones.get_family("qwen2_vl"), tok, config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--text-seed", type=int, default=1, help="training.text_pretrain seed")
     p.add_argument("--ground-steps", type=int, default=2000,
                    help="stage 0c: the most training.ground_pretrain steps (0: skip stage 0c)")
+    p.add_argument("--sizes", default="", help="JSON overrides of training.model_build.SMALL_SIZES for every stage, "
+                                                "e.g. '{\"temporal_patch\": 16, \"vision_hidden\": 128}'")
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--time-budget", type=float, default=0.0,
                    help="seconds for the whole command: measure the step time first and size the runs to fit (0: off)")
@@ -128,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     vision, text = pretrain(out, train, args)
     print(f"stage 0 done at {time.time() - t0:.0f} s", flush=True)
     common = [f"data.num_workers={args.loader_workers}", f"model.vision_init={vision}", "model.freeze_vision=true",
+              *([f"model.sizes='{args.sizes}'"] if args.sizes else []),
               *([f"model.text_init={text}"] if text else []), *args.overrides]
     if args.time_budget:
         args.s1_steps, args.s2_steps = size_runs(out, train, common, args.time_budget - (time.time() - t0),
@@ -166,22 +178,23 @@ def pretrain(out: Path, train: Path, args: argparse.Namespace) -> tuple[Path, Pa
     from training import ground_pretrain, text_pretrain, vision_pretrain
 
     py = [sys.executable, "-m"]
+    sizes = ["--sizes", args.sizes] if args.sizes else []
     vision = out / "vision" / vision_pretrain.WEIGHTS_NAME
     if not vision.is_file():
         _run([*py, "training.vision_pretrain", "--train", str(train / "clueworld.jsonl"), "--out", str(vision.parent),
-              "--steps", str(args.vision_steps)], out / "vision_pretrain.log")
+              "--steps", str(args.vision_steps), *sizes], out / "vision_pretrain.log")
     lm = None  # the language model the next stage starts from (None: the seeded init)
     if args.ground_steps:
         lm = out / "ground" / ground_pretrain.WEIGHTS_NAME
         if not lm.is_file():
             _run([*py, "training.ground_pretrain", "--train", str(train / "clueworld.jsonl"), "--vision", str(vision),
-                  "--out", str(lm.parent), "--steps", str(args.ground_steps)], out / "ground_pretrain.log")
+                  "--out", str(lm.parent), "--steps", str(args.ground_steps), *sizes], out / "ground_pretrain.log")
     if not args.text_steps:
         return vision, lm
     text = out / "text" / text_pretrain.WEIGHTS_NAME
     if not text.is_file():
         _run([*py, "training.text_pretrain", "--out", str(text.parent), "--steps", str(args.text_steps),
-              "--seed", str(args.text_seed), *(["--init", str(lm)] if lm else [])], out / "text_pretrain.log")
+              "--seed", str(args.text_seed), *(["--init", str(lm)] if lm else []), *sizes], out / "text_pretrain.log")
     return vision, text
 
 
