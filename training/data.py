@@ -428,7 +428,8 @@ class VisionStore:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        first = _process_one(processor_fn(), family, frames, samples[0])
+        processor = processor_fn()
+        first = _process_one(processor, family, frames, samples[0])
         shape = (len(samples), *first[0].shape)
         np.memmap(folder / cls.PIXELS, dtype=np.float16, mode="w+", shape=shape).flush()
         jobs = [(str(folder), shape, processor_fn, family, frames, samples[i::workers], list(range(i, len(samples), workers)))
@@ -442,11 +443,11 @@ class VisionStore:
                 times = list(tqdm(pool.imap(_store_job, range(workers)), total=workers, desc="vision store"))
         by_index = {i: t for part in times for i, t in part}
         index = {"ids": [s.id for s in samples], "shape": list(shape), "num_tokens": first[2],
-                 "temporal_patch_size": int(getattr(processor_fn().video_processor, "temporal_patch_size", 2)),
+                 "temporal_patch_size": int(getattr(processor.video_processor, "temporal_patch_size", 2)),
                  "extras": {k: v.tolist() for k, v in first[1].items()},
                  "times": [list(by_index[i]) for i in range(len(samples))]}
         (folder / cls.INDEX).write_text(json.dumps(index))
-        return cls(folder, processor_fn())
+        return cls(folder, processor)
 
 
 def regroup_temporal(patches: torch.Tensor, per_group: int, t_from: int, t_to: int, channels: int = 3) -> torch.Tensor:

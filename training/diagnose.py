@@ -234,8 +234,10 @@ def _train_copy(model: Any, opt: torch.optim.Optimizer, vocab: int, steps: int, 
 @contextmanager
 def _sizes(table: dict[str, int], overrides: str) -> Iterator[None]:
     """``table`` (``SMALL_SIZES``) updated from a JSON string for the duration, then restored."""
+    from training.model_build import parse_sizes
+
     saved = dict(table)
-    table.update(json.loads(overrides) if overrides else {})
+    table.update(parse_sizes(overrides))
     try:
         yield
     finally:
@@ -416,8 +418,8 @@ def text_probe_setup(seed: int, sizes_json: str = "") -> tuple[Any, dict[str, li
     pools = {"keys": sorted(ids_of["colour"]), "values": sorted(ids_of["shape"]),
              "filler": [i for i in range(len(tok)) if i not in special and i not in ids_of["colour"] | ids_of["shape"]],
              "text": [i for i in range(len(tok)) if i not in special]}
-    sizes = json.loads(sizes_json) if sizes_json else None
-    return transformers.Qwen2VLForConditionalGeneration(model_build.small_config("qwen2_vl", tok, sizes)), pools
+    config = model_build.small_config("qwen2_vl", tok, model_build.parse_sizes(sizes_json))
+    return transformers.Qwen2VLForConditionalGeneration(config), pools
 
 
 def recall_held(pools: dict[str, list[int]], seed: int, pairs: int = 4, noise: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
