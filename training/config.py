@@ -111,9 +111,10 @@ class ModelConfig:
                  "at least one module name when finetune=lora")
         _require(not self.sizes or self.name_or_path.startswith("small:"), "sizes", self.sizes,
                  "empty unless name_or_path is small:<family>")
-        from training.model_build import parse_sizes  # here: model_build imports this module
+        if self.sizes:
+            from training.model_build import parse_sizes  # here: model_build imports this module (and torch)
 
-        parse_sizes(self.sizes)
+            parse_sizes(self.sizes)
 
 
 @dataclass(frozen=True)
