@@ -228,3 +228,20 @@ def test_options_probe_prints_accuracy(capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert rows[0]["chance"] == 0.2 and [r["step"] for r in rows] == [0, 1, 2]
     assert all(0.0 <= r[k] <= 1.0 for r in rows for k in ("accuracy", "fresh_accuracy", "repeat_accuracy"))
+
+
+def test_clue_roles_name_each_read_of_the_clip():
+    from cluenet.data import clueworld as cw
+    from training.diagnose import clue_roles
+
+    words = ("c1 [ 2 . 5 - 3 . 0 s ] the red diamond hits the purple ring \n"
+             "c2 [ 3 . 0 - 3 . 5 s ] the purple ring turns cyan \n c3 [ 1 . 0 - 1 . 5 s ] the white cross enters from the top").split(" ")
+    roles = {words[p] + str(p): r for p, r in clue_roles(words, cw.COLOUR_NAMES, cw.SHAPES).items()}
+    assert sorted(roles.values()) == sorted(["start_time", "subject_colour", "subject_shape", "object_colour", "object_shape",
+                                             "start_time", "subject_colour", "subject_shape", "new_colour",
+                                             "start_time", "subject_colour", "subject_shape", "side"])
+    named = {w.rstrip("0123456789"): r for w, r in roles.items()}
+    assert named["red"] == "subject_colour" and named["purple"] in ("object_colour", "subject_colour")
+    assert named["cyan"] == "new_colour" and named["top"] == "side" and named["cross"] == "subject_shape"
+    assert roles[f"purple{words.index('purple')}"] == "object_colour"
+    assert roles[f"ring{words.index('ring')}"] == "object_shape"

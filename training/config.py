@@ -206,16 +206,24 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Stage 1 / baselines loss: ``L = w_E * L_E + w_R * L_R`` with answer tokens up-weighted."""
+    """Stage 1 / baselines loss: ``L = w_E * L_E + w_R * L_R`` with answer tokens up-weighted,
+    plus ``grounding_weight`` x the clue grounding loss of ``grounding_heads`` (``training.grounding``;
+    0, the default, turns it off; it needs clues with time spans, so the baselines ignore it)."""
 
     answer_weight: float = 1.0
     extraction_weight: float = 1.0
     reasoning_weight: float = 1.0
+    grounding_weight: float = 0.0
+    grounding_heads: str = "1:0,2:0"
 
     def __post_init__(self) -> None:
-        for name in ("answer_weight", "extraction_weight", "reasoning_weight"):
+        for name in ("answer_weight", "extraction_weight", "reasoning_weight", "grounding_weight"):
             v = getattr(self, name)
             _require(_finite(v) and v >= 0, name, v, "a finite float >= 0")
+        if self.grounding_weight > 0:
+            from training.grounding import parse_heads
+
+            parse_heads(self.grounding_heads)
 
 
 @dataclass(frozen=True)

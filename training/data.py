@@ -111,6 +111,7 @@ class Row:
     clue_labels: list[float] = field(default_factory=list)
     question_span: tuple[int, int] = (0, 0)
     group: str = ""  # loss bucket for metrics: "E", "R", "direct", "cot"
+    ground: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)  # (query, video token positions)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -122,6 +123,7 @@ class Prefix:
 
     ids: list[int]
     vision: dict[str, torch.Tensor]
+    times: tuple[float, ...] = ()  # the clip's frame times (s)
 
 
 def make_prefix(processor: Any, family: Family, sample: Sample, frames: np.ndarray, times: Sequence[float],
@@ -130,7 +132,7 @@ def make_prefix(processor: Any, family: Family, sample: Sample, frames: np.ndarr
     text = prompts.prefix_text(processor, sample.question, sample.options, times, mode, option_style)
     out = family.processor_inputs(processor, text, frames, times)
     vision = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
-    return Prefix(out["input_ids"][0].tolist(), vision)
+    return Prefix(out["input_ids"][0].tolist(), vision, tuple(float(t) for t in times))
 
 
 def _weights_for(labels: Sequence[int], answer_positions: Sequence[int], weight: float, answer_weight: float,
@@ -141,8 +143,10 @@ def _weights_for(labels: Sequence[int], answer_positions: Sequence[int], weight:
     return w
 
 
-def stage1_row(tokenizer: Any, prefix: Prefix, sample: Sample, loss: LossConfig) -> Row:
-    """prefix + gold clues (E) + "\\n" + gold chain and answer (R) in one row (see the module docstring)."""
+def stage1_row(tokenizer: Any, prefix: Prefix, sample: Sample, loss: LossConfig,
+               grounder: Callable[[Sample, Prefix, int], list] | None = None) -> Row:
+    """prefix + gold clues (E) + "\\n" + gold chain and answer (R) in one row (see the module docstring);
+    ``grounder`` (``training.grounding.ClueGrounder``) adds the clue grounding targets."""
     _require_annotation(sample)
     clues_ids = prompts.encode_text(tokenizer, prompts.clues_target(sample.clues))
     nl = prompts.encode_text(tokenizer, "\n")
@@ -152,7 +156,8 @@ def stage1_row(tokenizer: Any, prefix: Prefix, sample: Sample, loss: LossConfig)
     labels[n:n + len(clues_ids)] = clues_ids  # E target: the clues block
     weights = _weights_for(labels, r.answer_positions, loss.reasoning_weight, loss.answer_weight)
     weights[n:n + len(clues_ids)] = [loss.extraction_weight] * len(clues_ids)
-    return _checked(Row(list(r.input_ids), labels, weights, prefix.vision, group="E+R"))
+    ground = grounder(sample, prefix, n) if grounder is not None else []
+    return _checked(Row(list(r.input_ids), labels, weights, prefix.vision, group="E+R", ground=ground))
 
 
 def baseline_row(tokenizer: Any, prefix: Prefix, sample: Sample, kind: str, loss: LossConfig) -> Row:
@@ -297,6 +302,8 @@ class Collator:
         if self.video_token_id is not None and "video_grid_thw" in batch:
             batch["mm_token_type_ids"] = (ids == self.video_token_id).long() * VIDEO_TOKEN_TYPE
         batch["groups"] = [r.group for r in rows]
+        if any(r.ground for r in rows):
+            batch["ground"] = [r.ground for r in rows]
         batch["filter"] = [(i, r.clue_spans, r.clue_labels, r.question_span) for i, r in enumerate(rows)
                            if r.kind == "filter"]
         return batch
@@ -313,7 +320,7 @@ def _stack_vision(visions: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
     """The keys of a batch the transformers model takes."""
-    skip = {"labels", "weights", "groups", "filter"}
+    skip = {"labels", "weights", "groups", "filter", "ground"}
     return {k: v for k, v in batch.items() if k not in skip}
 
 
@@ -407,7 +414,7 @@ class VisionStore:
     def encode(self, sample_id: str, text: str) -> Prefix:
         """Any prompt ``text`` with one video placeholder (chat-templated), over clip ``sample_id``."""
         return Prefix(self._text(text), {"pixel_values_videos": self.pixel_values(sample_id),
-                                         **{k: v.clone() for k, v in self.extras.items()}})
+                                         **{k: v.clone() for k, v in self.extras.items()}}, self.times[sample_id])
 
     def pixel_values(self, sample_id: str) -> torch.Tensor:
         """One clip's patches as the processor would give them (regrouped to its temporal patch size)."""

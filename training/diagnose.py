@@ -138,22 +138,61 @@ def classify(ids: Sequence[int], labels: Sequence[int], ids_of: dict[str, set[in
     return out
 
 
-class ClassTally:
-    """Teacher-forced next-token hits per token class (``classify``) over batches of rows."""
+SIDES = ("left", "right", "top", "bottom")
 
-    def __init__(self, ids_of: dict[str, set[int]], clues_close: int) -> None:
+
+def clue_roles(words: Sequence[str], colours: Sequence[str], shapes: Sequence[str]) -> dict[int, str]:
+    """The role of each colour, shape, side and start-time word of ClueWorld clue lines, by the
+    words before it (``words``: the row's tokens as plain words; pass the clues block only):
+    ``subject_colour`` / ``subject_shape`` (who the clue is about), ``object_colour`` /
+    ``object_shape`` (the object hit), ``new_colour`` (what a turning object turns into), ``side``
+    (where an object enters from or leaves to) and ``start_time`` (the integer part of the span's
+    start).  Which reads of the clip a model gets wrong, word by word."""
+    out = {}
+    for p, w in enumerate(words):
+        before = [x for x in words[max(0, p - 6):p] if x]
+        if w in colours:
+            out[p] = ("object_colour" if before[-2:] == ["hits", "the"] else
+                      "new_colour" if before[-1:] == ["turns"] else "subject_colour")
+        elif w in shapes:
+            out[p] = "object_shape" if before[-3:-1] == ["hits", "the"] else "subject_shape"
+        elif w in SIDES:
+            out[p] = "side"
+        elif w.isdigit() and before[-1:] == ["["]:
+            out[p] = "start_time"
+    return out
+
+
+class ClassTally:
+    """Teacher-forced next-token hits per token class (``classify``) over batches of rows; with
+    ``vocab`` (the tokenizer's tokens) also per clue word role (``clue_roles``, as ``role:<name>``)."""
+
+    def __init__(self, ids_of: dict[str, set[int]], clues_close: int, vocab: Sequence[str] | None = None) -> None:
+        from cluenet.data import clueworld as cw
+
         self.ids_of, self.clues_close = ids_of, clues_close
+        self.words = [t.strip("Ġ▁ ") for t in vocab] if vocab is not None else None
+        self.palette = (cw.COLOUR_NAMES, cw.SHAPES)
         self.hits: dict[str, int] = {}
         self.seen: dict[str, int] = {}
+
+    def _count(self, name: str, hit: bool) -> None:
+        self.hits[name] = self.hits.get(name, 0) + int(hit)
+        self.seen[name] = self.seen.get(name, 0) + 1
 
     def add(self, logits: torch.Tensor, items: Sequence[Sequence[Any]]) -> None:
         """``logits`` of a batch whose rows are the first row of each item, in order."""
         pred = logits[:, :-1].argmax(-1)
         for j, rows in enumerate(items):
             r = rows[0]
+            hit = {p: bool(pred[j, p - 1] == r.input_ids[p]) for p in range(1, len(r.input_ids))}
             for p, name in classify(r.input_ids, r.labels, self.ids_of, self.clues_close).items():
-                self.hits[name] = self.hits.get(name, 0) + int(pred[j, p - 1] == r.input_ids[p])
-                self.seen[name] = self.seen.get(name, 0) + 1
+                self._count(name, hit[p])
+            if self.words is not None:
+                end = r.input_ids.index(self.clues_close) if self.clues_close in r.input_ids else len(r.input_ids)
+                words = [self.words[t] if r.labels[p] != -100 else "" for p, t in enumerate(r.input_ids[:end])]
+                for p, role in clue_roles(words, *self.palette).items():
+                    self._count(f"role:{role}", hit[p])
 
     def accuracy(self) -> dict[str, float]:
         return {name: round(self.hits[name] / self.seen[name], 3) for name in sorted(self.seen)}
@@ -268,11 +307,14 @@ def _run_tokens(args: argparse.Namespace) -> int:
         overrides.append(f"model.text_init={args.text_init}")
     if args.option_style:
         overrides.append(f"data.option_style={args.option_style}")
+    if args.grounding_weight:
+        overrides += [f"loss.grounding_weight={args.grounding_weight}", f"loss.grounding_heads={args.grounding_heads}"]
     cfg = load_config(Stage1RunConfig, str(STAGE1_CONFIG), overrides)
     trainer = stage1.setup(cfg)
     model, data, collate = trainer.model, trainer.train_data, trainer.collate.collate_fn
     tok = trainer.built.processor.tokenizer
-    ids_of = token_classes(tok.convert_ids_to_tokens(list(range(len(tok)))), cw.COLOUR_NAMES, cw.SHAPES)
+    vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
+    ids_of = token_classes(vocab, cw.COLOUR_NAMES, cw.SHAPES)
     clues_close = tok.convert_tokens_to_ids("</clues>")
     video_id = trainer.built.processor.video_token_id
     n = len(data)
@@ -304,7 +346,7 @@ def _run_tokens(args: argparse.Namespace) -> int:
     @torch.no_grad()
     def evaluate() -> dict[str, float]:
         model.eval()
-        tally = ClassTally(ids_of, clues_close)
+        tally = ClassTally(ids_of, clues_close, vocab)
         for k in range(0, HELD_OUT, 16):
             b, items = batch(held[k:k + 16], 1.0)
             tally.add(common.lm_forward(model, b).logits, items)
@@ -320,11 +362,12 @@ def _run_tokens(args: argparse.Namespace) -> int:
     for step in range(1, args.steps + 1):
         warm_up(opt, step, args.warmup)
         b, _ = batch(rng.sample(pool, args.batch), args.chain_weight)
-        loss, _ = common.weighted_lm_loss(common.lm_forward(model, b).logits, b)
+        loss, metrics = trainer.loss_fn(model, b)  # stage 1's loss, with the grounding loss when it is on
         adamw_step(model, opt, loss)
         if step % args.every == 0 or step == args.steps:
+            extra = {k: round(metrics[k], 4) for k in ("ground_loss", "ground_mass") if k in metrics}
             print(json.dumps({"step": step, "rows": step * args.batch, "seconds": round(time.time() - t0),
-                              "loss": round(loss.item(), 4), "accuracy": evaluate()}), flush=True)
+                              "loss": round(loss.item(), 4), **extra, "accuracy": evaluate()}), flush=True)
     return 0
 
 
@@ -344,8 +387,8 @@ def run_classes(args: argparse.Namespace) -> int:
                             option_style=net.option_style)
     common.attach_store(data, args.data)
     collate, tok = common.collator(net.processor), net.tokenizer
-    tally = ClassTally(token_classes(tok.convert_ids_to_tokens(list(range(len(tok)))), cw.COLOUR_NAMES, cw.SHAPES),
-                       tok.convert_tokens_to_ids("</clues>"))
+    vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
+    tally = ClassTally(token_classes(vocab, cw.COLOUR_NAMES, cw.SHAPES), tok.convert_tokens_to_ids("</clues>"), vocab)
     with torch.no_grad():
         for k in tqdm(range(0, len(samples), args.batch), desc="rows", unit="batch"):
             items = [data[i] for i in range(k, min(k + args.batch, len(samples)))]
@@ -713,6 +756,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--option-style", default="", choices=["", *OPTION_STYLES],
                    help="how the prompt letters the options (default: the stage-1 ClueWorld config's)")
     t.add_argument("--warmup", type=int, default=30)
+    t.add_argument("--grounding-weight", type=float, default=0.0,
+                   help="loss.grounding_weight: supervise where the clue tokens look (training.grounding)")
+    t.add_argument("--grounding-heads", default="1:0,2:0", help="loss.grounding_heads, layer:head pairs")
     t.set_defaults(func=run_tokens)
     k = sub.add_parser("colours", help="can the model read which colours are in the clip?")
     k.add_argument("--train", required=True, help="ClueWorld training JSONL with its vision_store/ beside it")

@@ -9,7 +9,8 @@ Tasks (DESIGN.md "Stage 1"), mixed in one run, loss on target tokens only:
 * R: prefix + gold clues -> gold chain + answer.
 
 Both tasks of a sample share one row (``training.data`` explains why this is exact):
-L1 = w_E * L_E + w_R * L_R with the answer letter up-weighted by ``loss.answer_weight``.
+L1 = w_E * L_E + w_R * L_R with the answer letter up-weighted by ``loss.answer_weight``, plus
+``loss.grounding_weight`` x the clue grounding loss (``training.grounding``) when it is above 0.
 The run resumes from the newest complete checkpoint in ``train.output_dir`` (unless
 ``train.resume=false``) and writes the model to ``<output_dir>/final`` (full weights for
 a from-scratch model, a PEFT adapter for a real backbone) with a ``stage.json`` that
@@ -23,17 +24,18 @@ from cluenet.schema import Sample
 from training import common
 from training import data as tdata
 from training.config import Stage1RunConfig, load_config
+from training.grounding import ClueGrounder, grounded_loss
 from training.loop import Trainer
 from training.model_build import build, count_parameters
 
 RECIPE = "stage1"
 
 
-def make_rows(loss_cfg: Any):
-    """Row builder: one E+R row per sample."""
+def make_rows(loss_cfg: Any, grounder: Any = None):
+    """Row builder: one E+R row per sample (with clue grounding targets when ``grounder`` is given)."""
 
     def rows(tokenizer: Any, prefix_of: Any, sample: Sample) -> list[tdata.Row]:
-        return [tdata.stage1_row(tokenizer, prefix_of("cluenet"), sample, loss_cfg)]
+        return [tdata.stage1_row(tokenizer, prefix_of("cluenet"), sample, loss_cfg, grounder)]
 
     return rows
 
@@ -48,11 +50,15 @@ def setup(cfg: Any, samples: Sequence[Sample] | None = None, rows=None, model_ov
     samples = list(samples) if samples is not None else common.load_samples(cfg.data.train_path)
     built = build(cfg.model, seed=cfg.train.seed) if model_override is None else model_override
     frames = common.frame_source(cfg.data, samples, cfg.data.train_path)
+    grounding = rows is None and cfg.loss.grounding_weight > 0
+    if grounding:
+        rows = make_rows(cfg.loss, ClueGrounder(built.processor, common.world_config(cfg.data.train_path)))
     dataset = tdata.RowDataset(samples, built.processor, built.family, frames, rows or make_rows(cfg.loss),
                                option_style=cfg.data.option_style)
     common.attach_store(dataset, cfg.data.train_path)
     lengths = tdata.token_lengths(dataset) if cfg.train.length_grouping else None
-    trainer = Trainer(built.model, loss_fn, dataset, train=cfg.train, optim=cfg.optim,
+    loss = grounded_loss(loss_fn, built.model, cfg.loss.grounding_weight, cfg.loss.grounding_heads) if grounding else loss_fn
+    trainer = Trainer(built.model, loss, dataset, train=cfg.train, optim=cfg.optim,
                       collate_fn=common.collator(built.processor), lengths=lengths, run_config=cfg,
                       num_workers=cfg.data.num_workers)
     trainer.built = built  # the recipe saves processor + family with the model

@@ -408,11 +408,15 @@ def _span(e: _Event, fps: float) -> tuple[float, float]:
     return round(first / fps, 1), round(last / fps, 1)
 
 
+def _clue_order(world: _World) -> list[_Event]:
+    """The events in the gold clues' order: by two-frame slot, then kind, then subject."""
+    return sorted(world.events, key=lambda e: (e.first // 2, e.last // 2, _KIND_ORDER[e.kind], e.subject))
+
+
 def _clues(world: _World, fps: float) -> tuple[tuple[Clue, ...], dict[tuple[str, int], str]]:
     """Gold clues c1..cK in time order and a map (kind, subject) -> clue id."""
-    order = sorted(world.events, key=lambda e: (e.first // 2, e.last // 2, _KIND_ORDER[e.kind], e.subject))
     clues, ids = [], {}
-    for k, e in enumerate(order, start=1):
+    for k, e in enumerate(_clue_order(world), start=1):
         start, end = _span(e, fps)
         clues.append(Clue(id=f"c{k}", start=start, end=end, text=_event_text(e, world.objs)))
         ids[(e.kind, e.subject)] = f"c{k}"
@@ -733,6 +737,35 @@ def _nearest_cell(p: np.ndarray) -> tuple[int, int]:
     return y, x
 
 
+def _event_cell(world: _World, e: _Event) -> tuple[int, int]:
+    """(row, column) of an event's cell: its subject's where a mover is once fully inside (enter),
+    where it hits and stops, where the hit object stands (turn), where a leaver starts to go out."""
+    return _nearest_cell(world.pos[e.last if e.kind == "enter" else e.first, e.subject])
+
+
+def clue_cells(seed_or_rng: int | np.random.Generator, cfg: WorldConfig | None = None,
+               template: str | None = None) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Where each gold clue happens on the grid (same arguments as ``make_episode``).
+
+    One entry per gold clue, in the clues' order: (the cells of its subject, the cells of the
+    other object), as row-major cell indices; the subject's cell is the event's cell of
+    ``cell_events``, the other object is the one hit ("... hits the purple ring"; empty for the
+    other kinds).  With the clue's time span this says which video tokens show it: the
+    grounding targets of ``training.grounding``.
+    """
+    cfg = cfg or WorldConfig()
+    world, _ = _build(_to_rng(seed_or_rng), cfg, "clueworld", template)
+    out = []
+    for e in _clue_order(world):
+        r, c = _event_cell(world, e)
+        other: tuple[int, ...] = ()
+        if e.kind == "hit":
+            ro, co = _nearest_cell(world.pos[e.first, e.other])
+            other = (ro * GRID + co,)
+        out.append(((r * GRID + c,), other))
+    return out
+
+
 def cell_events(seed_or_rng: int | np.random.Generator, cfg: WorldConfig | None = None,
                 template: str | None = None) -> np.ndarray:
     """Per grid cell, what happens there over the whole clip (same arguments as ``make_episode``).
@@ -761,7 +794,7 @@ def cell_events(seed_or_rng: int | np.random.Generator, cfg: WorldConfig | None 
             put(_nearest_cell(world.pos[0, i]), still_colour=1 + COLOUR_NAMES.index(o.colour),
                 still_shape=1 + SHAPES.index(o.shape))
     for e in sorted(world.events, key=lambda e: e.first):
-        cell = _nearest_cell(world.pos[e.last if e.kind == "enter" else e.first, e.subject])
+        cell = _event_cell(world, e)
         if out[cell[0] * GRID + cell[1], col[f"{e.kind}_slot"]]:
             continue
         s = world.objs[e.subject]

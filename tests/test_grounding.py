@@ -1,0 +1,136 @@
+"""Clue grounding: where each gold clue happens, which row positions show it, the tapped heads'
+attention against the model's own, and the loss inside stage 1."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cluenet import backbones
+from cluenet.data import clueworld as cw
+from cluenet.data.jsonl import read_samples
+from cluenet.errors import ConfigError
+from training import common, grounding, stage1
+from training import data as tdata
+from training.config import LossConfig
+from training.loop import read_metrics
+
+from recipe_helpers import stage1_config, tiny_split
+
+KIND_OF_VERB = {"enters": "enter", "hits": "hit", "stops": "stop", "turns": "turn", "leaves": "leave"}
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory) -> Path:
+    return tiny_split(tmp_path_factory.mktemp("cw") / "train")
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer):
+    model, proc = backbones.tiny_model("qwen2_vl", tokenizer, seed=0)
+    return model, proc
+
+
+@pytest.mark.parametrize("index", range(12))
+def test_clue_cells_put_each_clue_where_cell_events_has_its_event(index):
+    rng = lambda: cw.clip_rng(5, index)  # noqa: E731
+    _, _, sample = cw.make_episode(rng())
+    cells = cw.clue_cells(rng())
+    events = cw.cell_events(rng())
+    col = {k: j for j, k in enumerate(cw.EVENT_TARGETS)}
+    assert len(cells) == len(sample.clues)
+    for clue, (subject, other) in zip(sample.clues, cells):
+        kind = KIND_OF_VERB[clue.text.split()[3]]
+        (cell,) = subject
+        slot = events[cell, col[f"{kind}_slot"]]
+        # cell_events keeps the earlier of two events of one kind in a cell; the clue's is at or after it
+        assert 0 < slot <= 1 + int(round(clue.start * 2)), (clue, slot)
+        name = clue.text.split()[1:3]
+        assert [cw.COLOUR_NAMES[events[cell, col[f"{kind}_colour"]] - 1], cw.SHAPES[events[cell, col[f"{kind}_shape"]] - 1]] \
+            == name or slot < 1 + int(round(clue.start * 2))
+        assert bool(other) == (kind == "hit")
+
+
+def test_video_layout_picks_the_span_s_patches_and_the_cells_tokens():
+    ids = [7, 7, *[99] * 32, 7]  # two temporal patches of a 4 x 4 merged grid after two text tokens
+    layout = grounding.VideoLayout.of(ids, 99, (2, 8, 8), 2, (0.0, 0.25, 0.5, 0.75))
+    assert layout.grid == (2, 4, 4) and layout.positions[0] == 2
+    assert layout.tokens(0.5, 1.0, [5], 4) == [2 + 16 + 5]  # second patch, row 1, column 1
+    assert layout.tokens(0.0, 1.0, [0], 2) == [2 + 0, 2 + 1, 2 + 4, 2 + 5, 2 + 16, 2 + 17, 2 + 20, 2 + 21]
+    assert layout.tokens(0.25, 0.5) == list(range(2, 18))  # no cells: the whole patch
+    assert layout.tokens(2.0, 2.5) == list(range(18, 34))  # past the clip: the nearest patch
+    with pytest.raises(ValueError, match="video tokens"):
+        grounding.VideoLayout.of(ids[:-3], 99, (2, 8, 8), 2, (0.0, 0.25, 0.5, 0.75))
+
+
+def test_clue_line_targets_cover_every_clue_token_and_look_at_the_hit_object_after_hits(tokenizer):
+    from cluenet import prompts
+    from cluenet.schema import Clue
+
+    clues = (Clue("c1", 0.0, 0.5, "the red diamond enters from the left"),
+             Clue("c2", 0.5, 1.0, "the red diamond hits the purple ring"))
+    ids = [*[99] * 32]
+    layout = grounding.VideoLayout.of(ids, 99, (2, 8, 8), 2, (0.0, 0.25, 0.5, 0.75))
+    block = prompts.encode_text(tokenizer, prompts.clues_target(clues))
+    pairs = grounding.clue_line_targets(tokenizer, clues, 40, layout, [((1,), ()), ((2,), (3,))], 4)
+    queries = [q for q, _ in pairs]
+    assert queries == sorted(queries) and len(set(queries)) == len(queries)
+    words = [tokenizer.decode([block[q - 40 + 1]]).strip() for q in queries]
+    assert "<clues>" not in words and "</clues>" not in words
+    first = [t for q, t in pairs if q < queries[words.index("hits")]]
+    assert first[0] == (1,)  # clue 1, patch 0, cell 1
+    hit = words.index("hits")
+    assert pairs[hit][1] == (16 + 2,)  # "hits" itself is read at the subject
+    assert pairs[hit + 2][1] == (16 + 3,) and words[hit + 2] == "purple"  # the object hit
+
+
+def test_tapped_heads_equal_the_model_s_attention_with_video_rows(split, tiny):
+    model, proc = tiny
+    sample = read_samples(split)[0]
+    frames, times = common.frame_source(stage1_config(split, split.parent / "x").data, [sample], str(split))(sample)
+    prefix = tdata.make_prefix(proc, backbones.get_family("qwen2_vl"), sample, frames, times, "cluenet")
+    row = tdata.stage1_row(proc.tokenizer, prefix, sample, LossConfig())
+    batch = common.collator(proc)([[row], [row]])
+    model.set_attn_implementation("eager")
+    try:
+        tap = grounding.AttentionTap(model, [(0, 1), (1, 3)])
+        out = model(**tdata.model_inputs(batch), output_attentions=True, use_cache=False)
+        rows, queries = torch.tensor([0, 1, 1]), torch.tensor([len(row) - 1, 10, len(prefix.ids) + 3])
+        for layer, head in tap.heads:
+            torch.testing.assert_close(tap.attention(layer, head, rows, queries), out.attentions[layer][rows, head, queries])
+        tap.remove()
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
+def test_bad_grounding_heads_are_refused(tiny):
+    with pytest.raises(ConfigError, match="layer:head"):
+        LossConfig(grounding_weight=1.0, grounding_heads="1-0")
+    LossConfig(grounding_weight=0.0, grounding_heads="1-0")  # off: not read
+    with pytest.raises(ConfigError, match="layers"):
+        grounding.AttentionTap(tiny[0], [(9, 0)])
+    with pytest.raises(ConfigError, match="heads"):
+        grounding.AttentionTap(tiny[0], [(0, 64)])
+
+
+def test_stage1_with_grounding_learns_where_the_clues_are(split, tmp_path):
+    """The grounding loss reaches the tapped heads: on a fixed set of rows their attention mass
+    on the clues' video tokens grows well above where it starts."""
+    cfg = stage1_config(split, tmp_path / "s1", steps=40, **{"loss.grounding_weight": 1.0,
+                                                            "loss.grounding_heads": "0:0,1:1", "optim.lr": 3e-3,
+                                                            "train.save_every": 100})
+    trainer = stage1.setup(cfg)
+    rows = [r for i in range(len(trainer.train_data)) for r in trainer.train_data[i]]
+    assert all(r.ground for r in rows)
+    video = {p for r in rows for p, t in enumerate(r.input_ids) if t == trainer.built.processor.video_token_id}
+    assert all(set(t) <= video for r in rows for _, t in r.ground)
+    trainer.train()
+    mass = [m["ground_mass"] for m in read_metrics(tmp_path / "s1") if "ground_mass" in m]
+    assert len(mass) == 40
+    assert sum(mass[-5:]) / 5 > 2 * sum(mass[:5]) / 5, mass
+
+
+def test_grounding_is_off_by_default(split, tmp_path):
+    trainer = stage1.setup(stage1_config(split, tmp_path / "s1", steps=1))
+    assert not trainer.train_data[0][0].ground

@@ -1,0 +1,265 @@
+"""Clue grounding: supervise where the language model looks while it writes a clue.
+
+A clue is a statement about a time span of the clip ("c2 [2.5-3.0s] the red diamond enters
+from the left"), and the annotation says which video tokens show it: the tokens of the temporal
+patches inside the span and, where the source knows it (ClueWorld's renderer,
+``clueworld.clue_cells``), the cells of the grid its objects are in.  Stage 1 can then supervise
+task E twice: the clue's words (the usual next-token loss) and, for a few chosen attention
+heads, *where* each of those words is read from: every token of the clue line should put its
+attention mass on the clue's video tokens.  The loss is ``-log`` of that mass, averaged over
+the clue tokens and the chosen heads (``loss.grounding_weight`` x that is added to stage 1's loss;
+0 turns it off, the default).  Inference is unchanged: the heads just learned where to look.
+
+Why (README, "Default model"): the small from-scratch model's clues came from the question and
+the options, not from the clip.  Its vision tokens hold the clip's facts (a linear probe reads
+them), but the language model's lookup into them forms late and by chance, after a plateau in
+which nothing tells a head which of a few hundred tokens holds the answer.  Telling it removes
+the plateau: on the whole-clip tower (``model.sizes``) two supervised heads put 0.47 of their
+mass on the clue's cell after 100 steps (0.001 at the start) and 0.8 after 500.
+
+``AttentionTap`` reads the chosen heads without asking the model for its attention maps
+(``output_attentions`` needs eager attention for every layer and head: 2.5x slower a step on
+this model): a forward pre-hook keeps each tapped layer's input and rotary embedding, and the
+loss recomputes the queries and keys of the chosen heads only, at the clue tokens only.  It works
+for any text model whose attention layers follow the Llama layout of transformers
+(``q_proj`` / ``k_proj``, ``head_dim``, ``num_key_value_groups``, ``scaling``,
+``position_embeddings``), which covers both backbone families.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from cluenet.errors import ConfigError
+from cluenet.schema import Clue
+
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class VideoLayout:
+    """Where a row's video tokens are: their positions in the row (in the processor's order:
+    temporal patch, then merged rows, then merged columns), the merged grid per temporal patch,
+    and the frame times of each temporal patch."""
+
+    positions: tuple[int, ...]
+    grid: tuple[int, int, int]  # temporal patches, merged rows, merged columns
+    patch_times: tuple[tuple[float, ...], ...]
+
+    @classmethod
+    def of(cls, ids: Sequence[int], video_token_id: int, grid_thw: Sequence[int], merge: int,
+           times: Sequence[float]) -> "VideoLayout":
+        t, h, w = (int(v) for v in grid_thw)
+        positions = tuple(i for i, tok in enumerate(ids) if tok == video_token_id)
+        grid = (t, h // merge, w // merge)
+        if len(positions) != grid[0] * grid[1] * grid[2]:
+            raise ValueError(f"{len(positions)} video tokens in the row, the grid {tuple(grid_thw)} / merge {merge} "
+                             f"says {grid[0] * grid[1] * grid[2]}")
+        if not times or len(times) % t:
+            raise ValueError(f"{len(times)} frame times cannot split into {t} temporal patches")
+        per = len(times) // t
+        return cls(positions, grid, tuple(tuple(times[k * per:(k + 1) * per]) for k in range(t)))
+
+    def tokens(self, start: float, end: float, cells: Sequence[int] = (), cells_per_side: int = 0) -> list[int]:
+        """Row positions of the video tokens showing [start, end) s: every temporal patch with a
+        frame inside the span (the patch nearest to it when none is), and within each patch the
+        tokens covering ``cells`` of a ``cells_per_side`` square grid (all tokens when not given)."""
+        t, gh, gw = self.grid
+        inside = [k for k, ts in enumerate(self.patch_times) if any(start <= x < end for x in ts)]
+        if not inside:
+            mid = (start + end) / 2
+            inside = [min(range(t), key=lambda k: min(abs(x - mid) for x in self.patch_times[k]))]
+        if cells and cells_per_side and gh % cells_per_side == 0 and gw % cells_per_side == 0:
+            sh, sw = gh // cells_per_side, gw // cells_per_side
+            spots = sorted({(r * sh + dr) * gw + (c * sw + dc) for cell in cells
+                            for r, c in [divmod(cell, cells_per_side)] for dr in range(sh) for dc in range(sw)})
+        else:
+            spots = list(range(gh * gw))
+        return [self.positions[k * gh * gw + s] for k in inside for s in spots]
+
+
+def clue_line_targets(tokenizer: Any, clues: Sequence[Clue], block_start: int, layout: VideoLayout,
+                      cells: Sequence[tuple[Sequence[int], Sequence[int]]] | None = None, cells_per_side: int = 0,
+                      ) -> list[tuple[int, tuple[int, ...]]]:
+    """(query position, target positions) for every token of every clue line of a clues block.
+
+    ``block_start`` is the row position of the block's first token (``prompts.clues_target``
+    text, encoded on its own).  The query of a token is the position before it (the one that
+    predicts it).  ``cells`` (``clueworld.clue_cells``: per clue its subject's and the other
+    object's cells) narrows the targets within the span: the words after " hits " look at the
+    object hit, the rest at the subject.
+    """
+    from cluenet import prompts
+    from cluenet.grammar import render_clue
+
+    text = prompts.clues_target(clues)
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    out: list[tuple[int, tuple[int, ...]]] = []
+    pos = text.index("\n") + 1
+    for k, clue in enumerate(clues):
+        line = render_clue(clue)
+        a, b = pos, pos + len(line)
+        pos = b + 1
+        subject, other = (cells[k] if cells is not None else ((), ()))
+        near = tuple(layout.tokens(clue.start, clue.end, subject, cells_per_side))
+        far = tuple(layout.tokens(clue.start, clue.end, other, cells_per_side)) if other else near
+        hit = line.find(" hits ")
+        after = a + hit + len(" hits ") if hit >= 0 else b
+        for i, (s, e) in enumerate(offsets):
+            if e > a and s < b:
+                out.append((block_start + i - 1, far if s >= after else near))
+    return out
+
+
+def parse_heads(text: str) -> list[tuple[int, int]]:
+    """``"1:0,2:0"`` -> [(1, 0), (2, 0)]: (layer, head) pairs of ``loss.grounding_heads``."""
+    heads = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            layer, head = (int(v) for v in part.split(":"))
+        except ValueError:
+            raise ConfigError(f"grounding_heads wants 'layer:head' pairs separated by commas, got {text!r}") from None
+        if layer < 0 or head < 0:
+            raise ConfigError(f"grounding_heads: layer and head are indices from 0, got {part!r}")
+        heads.append((layer, head))
+    if not heads:
+        raise ConfigError("grounding_heads names no head; give e.g. '1:0,2:0' or set grounding_weight to 0")
+    return heads
+
+
+def text_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder layers of the language model inside a (possibly PEFT-wrapped) VLM."""
+    for name, module in model.named_modules():
+        if name.endswith("language_model.layers") or name.endswith("text_model.layers"):
+            return module
+    for name, module in model.named_modules():
+        if name.endswith(".layers") and isinstance(module, torch.nn.ModuleList) and hasattr(module[0], "self_attn"):
+            return module
+    raise ConfigError(f"{type(model).__name__}: no decoder layers with self_attn found for the grounding loss")
+
+
+class AttentionTap:
+    """Keeps the inputs of chosen attention layers during a forward, to recompute chosen heads."""
+
+    def __init__(self, model: torch.nn.Module, heads: Sequence[tuple[int, int]]) -> None:
+        layers = text_layers(model)
+        for layer, head in heads:
+            if layer >= len(layers):
+                raise ConfigError(f"grounding head {layer}:{head}: the language model has {len(layers)} layers")
+            n = layers[layer].self_attn.config.num_attention_heads
+            if head >= n:
+                raise ConfigError(f"grounding head {layer}:{head}: layer {layer} has {n} heads")
+        self.heads = list(heads)
+        self.seen: dict[int, tuple[torch.nn.Module, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.handles = [layers[layer].self_attn.register_forward_pre_hook(self._keeper(layer), with_kwargs=True)
+                        for layer in sorted({layer for layer, _ in heads})]
+
+    def _keeper(self, layer: int):
+        def keep(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            self.seen[layer] = (module, hidden, kwargs["position_embeddings"])
+        return keep
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.seen.clear()
+
+    def attention(self, layer: int, head: int, rows: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """Attention probabilities [N, L] of ``head`` in ``layer`` at (row, query position) pairs
+        of the last forward (causal: keys after the query get 0)."""
+        module, hidden, (cos, sin) = self.seen[layer]
+        d = module.head_dim
+        kv = head // module.num_key_value_groups
+        qw, kw = module.q_proj, module.k_proj
+        q = torch.nn.functional.linear(hidden, qw.weight[head * d:(head + 1) * d],
+                                       None if qw.bias is None else qw.bias[head * d:(head + 1) * d])
+        k = torch.nn.functional.linear(hidden, kw.weight[kv * d:(kv + 1) * d],
+                                       None if kw.bias is None else kw.bias[kv * d:(kv + 1) * d])
+        rotary = sys.modules[type(module).__module__].apply_rotary_pos_emb
+        q, k = rotary(q[:, None], k[:, None], cos, sin)
+        scores = torch.einsum("nd,nld->nl", q[rows, 0, queries], k[rows, 0]) * module.scaling
+        later = torch.arange(k.shape[2], device=scores.device)[None, :] > queries[:, None]
+        return scores.masked_fill(later, float("-inf")).softmax(-1)
+
+
+def grounding_loss(tap: AttentionTap, ground: Sequence[Sequence[tuple[int, Sequence[int]]]]
+                   ) -> tuple[torch.Tensor, float] | None:
+    """Mean ``-log`` attention mass on the targets over every (row, query) of ``ground`` (one list
+    per batch row, from ``clue_line_targets``) and every tapped head, and the mean mass; None when
+    the batch has no grounded token."""
+    pairs = [(b, q, t) for b, row in enumerate(ground) for q, t in row]
+    if not pairs:
+        return None
+    some = next(iter(tap.seen.values()))[1]
+    rows = torch.tensor([b for b, _, _ in pairs], device=some.device)
+    queries = torch.tensor([q for _, q, _ in pairs], device=some.device)
+    mask = torch.zeros((len(pairs), some.shape[1]), dtype=torch.bool, device=some.device)
+    for n, (_, _, targets) in enumerate(pairs):
+        mask[n, list(targets)] = True
+    losses, masses = [], []
+    for layer, head in tap.heads:
+        mass = (tap.attention(layer, head, rows, queries).float() * mask).sum(-1)
+        losses.append(-torch.log(mass.clamp_min(EPS)).mean())
+        masses.append(float(mass.detach().mean()))
+    return torch.stack(losses).mean(), sum(masses) / len(masses)
+
+
+class ClueGrounder:
+    """The grounding targets of a stage-1 row (``data.stage1_row``'s ``grounder``).
+
+    Qwen-VL backbones (the prefix carries ``video_grid_thw``).  ClueWorld samples (ids
+    ``cw<seed>-<index>``) are grounded to their objects' cells (``clueworld.clue_cells``, re-derived
+    from the id with the data's ``WorldConfig``); other samples to the whole temporal patches of
+    each clue's span.
+    """
+
+    def __init__(self, processor: Any, world: Any = None) -> None:
+        self.tokenizer = processor.tokenizer
+        self.video_token_id = processor.video_token_id
+        self.merge = int(getattr(processor.video_processor, "merge_size", 2))
+        self.world = world
+
+    def cells(self, sample: Any) -> list | None:
+        from cluenet.data import clueworld as cw
+        from cluenet.errors import InputError
+        from training.data import clueworld_seed_index
+
+        try:
+            seed, index = clueworld_seed_index(sample.id)
+        except InputError:
+            return None
+        cells = cw.clue_cells(cw.clip_rng(seed, index), self.world)
+        return cells if len(cells) == len(sample.clues) else None
+
+    def __call__(self, sample: Any, prefix: Any, block_start: int) -> list[tuple[int, tuple[int, ...]]]:
+        from cluenet.data import clueworld as cw
+
+        if "video_grid_thw" not in prefix.vision:
+            raise ConfigError("loss.grounding_weight > 0 needs a Qwen-VL backbone (video tokens on a t x h x w grid)")
+        layout = VideoLayout.of(prefix.ids, self.video_token_id, prefix.vision["video_grid_thw"][0].tolist(),
+                                self.merge, prefix.times)
+        cells = self.cells(sample)
+        return clue_line_targets(self.tokenizer, sample.clues, block_start, layout, cells, cw.GRID if cells else 0)
+
+
+def grounded_loss(base_loss: Any, model: torch.nn.Module, weight: float, heads: str):
+    """Wrap a recipe's ``loss_fn(model, batch) -> (loss, metrics)``: add ``weight`` x the grounding
+    loss of ``heads`` on batches that carry grounding targets; metrics gain ``ground_loss`` and
+    ``ground_mass`` (mean attention mass on the targets)."""
+    tap = AttentionTap(model, parse_heads(heads))
+
+    def loss_fn(model: torch.nn.Module, batch: dict[str, Any]):
+        loss, metrics = base_loss(model, batch)
+        extra = grounding_loss(tap, batch["ground"]) if batch.get("ground") else None
+        tap.seen.clear()
+        if extra is None:
+            return loss, metrics
+        g, mass = extra
+        return loss + weight * g, {**metrics, "ground_loss": float(g.detach()), "ground_mass": mass}
+
+    loss_fn.tap = tap
+    return loss_fn
