@@ -163,6 +163,32 @@ def clue_roles(words: Sequence[str], colours: Sequence[str], shapes: Sequence[st
     return out
 
 
+def role_mass(tap: Any, ground: Sequence[Sequence[Any]], items: Sequence[Sequence[Any]], vocab: Sequence[str]
+              ) -> dict[str, list[float]]:
+    """The tapped heads' attention mass on the clue's video tokens (``training.grounding``) at the
+    query of each clue word, by ``clue_roles`` role ("all": every grounded query); one value a query,
+    averaged over the heads."""
+    from cluenet.data import clueworld as cw
+    from training.grounding import target_mass
+
+    found = target_mass(tap, ground)
+    if found is None:
+        return {}
+    pairs, mass = found
+    mean = mass.mean(0).tolist()
+    words = [t.strip("Ġ▁ ") for t in vocab]
+    out: dict[str, list[float]] = {"all": mean}
+    roles = {}
+    for j, rows in enumerate(items):
+        r = rows[0]
+        row_words = [words[t] if lab != -100 else "" for t, lab in zip(r.input_ids, r.labels)]
+        roles.update({(j, p - 1): role for p, role in clue_roles(row_words, cw.COLOUR_NAMES, cw.SHAPES).items()})
+    for (b, q), m in zip(pairs, mean):
+        if (b, q) in roles:
+            out.setdefault(roles[b, q], []).append(m)
+    return out
+
+
 class ClassTally:
     """Teacher-forced next-token hits per token class (``classify``) over batches of rows; with
     ``vocab`` (the tokenizer's tokens) also per clue word role (``clue_roles``, as ``role:<name>``)."""
@@ -309,6 +335,7 @@ def _run_tokens(args: argparse.Namespace) -> int:
         overrides.append(f"data.option_style={args.option_style}")
     if args.grounding_weight:
         overrides += [f"loss.grounding_weight={args.grounding_weight}", f"loss.grounding_heads={args.grounding_heads}"]
+    overrides += args.set
     cfg = load_config(Stage1RunConfig, str(STAGE1_CONFIG), overrides)
     trainer = stage1.setup(cfg)
     model, data, collate = trainer.model, trainer.train_data, trainer.collate.collate_fn
@@ -343,15 +370,22 @@ def _run_tokens(args: argparse.Namespace) -> int:
                         r.weights[p] = chain_weight
         return collate(items), items
 
+    tap = getattr(trainer.loss_fn, "tap", None)  # set when the grounding loss is on
+
     @torch.no_grad()
     def evaluate() -> dict[str, float]:
         model.eval()
         tally = ClassTally(ids_of, clues_close, vocab)
+        mass: dict[str, list[float]] = {}
         for k in range(0, HELD_OUT, 16):
             b, items = batch(held[k:k + 16], 1.0)
             tally.add(common.lm_forward(model, b).logits, items)
+            if tap is not None:
+                for role, m in role_mass(tap, b["ground"], items, vocab).items():
+                    mass.setdefault(role, []).extend(m)
+                tap.seen.clear()
         model.train()
-        return tally.accuracy()
+        return {**tally.accuracy(), **{f"mass:{r}": round(sum(v) / len(v), 3) for r, v in sorted(mass.items())}}
 
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.01,
                             betas=(0.9, 0.98))
@@ -368,6 +402,10 @@ def _run_tokens(args: argparse.Namespace) -> int:
             extra = {k: round(metrics[k], 4) for k in ("ground_loss", "ground_mass") if k in metrics}
             print(json.dumps({"step": step, "rows": step * args.batch, "seconds": round(time.time() - t0),
                               "loss": round(loss.item(), 4), **extra, "accuracy": evaluate()}), flush=True)
+    if args.save:
+        from training import model_build
+
+        model_build.save_text(model, args.save)
     return 0
 
 
@@ -756,6 +794,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--option-style", default="", choices=["", *OPTION_STYLES],
                    help="how the prompt letters the options (default: the stage-1 ClueWorld config's)")
     t.add_argument("--warmup", type=int, default=30)
+    t.add_argument("--save", default="", metavar="SAFETENSORS", help="write the language model there at the end")
+    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="any other override of the stage-1 config (repeatable), e.g. loss.extraction_weight=5")
     t.add_argument("--grounding-weight", type=float, default=0.0,
                    help="loss.grounding_weight: supervise where the clue tokens look (training.grounding)")
     t.add_argument("--grounding-heads", default="1:0,2:0", help="loss.grounding_heads, layer:head pairs")
