@@ -72,6 +72,14 @@ def test_tokens_probe_reports_every_class(tmp_path, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert 0.0 <= rows[0]["no_clip_bigram_accuracy"] <= 1.0 and set(rows[1]["linear_probe_accuracy"]) == set(clueworld.COLOUR_NAMES)
     assert [r["step"] for r in rows[2:]] == [1, 2] and all(0.0 <= r["colour_accuracy"] <= 1.0 for r in rows[2:])
+    # the grounding loss on, its attention mass per clue-word role, an extra override, the model saved
+    saved = tmp_path / "lm.safetensors"
+    assert main(args + ["--grounding-weight", "1", "--grounding-heads", "0:0", "--set", "loss.extraction_weight=2",
+                        "--save", str(saved)]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert 0.0 < row["ground_mass"] <= 1.0 and row["ground_loss"] > 0
+    assert 0.0 < row["accuracy"]["mass:all"] <= 1.0 and "mass:subject_colour" in row["accuracy"]
+    assert "role:subject_colour" in row["accuracy"] and saved.is_file()
 
 
 def test_stamp_frames_splits_the_video_into_stamped_groups():
