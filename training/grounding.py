@@ -18,7 +18,7 @@ plateau: with the whole-clip tower (``model.sizes``) and heads 1:0 and 2:0, ``py
 training.diagnose tokens ... --grounding-weight 1`` measured a mass of 0.40 on the training batch
 after 100 steps, 0.72 after 300 and 0.81 after 500 (0.001 at the start).  Looking at the right
 token is not yet reading it: in that run the words read from the clip stayed near where they were
-without the loss (README, "Seventh session").
+without the loss; only the clues' start times improved (README, "Seventh session").
 
 ``AttentionTap`` reads the chosen heads without asking the model for its attention maps
 (``output_attentions`` needs eager attention for every layer and head, about twice the step time
