@@ -31,6 +31,12 @@ def tiny_qwen(tokenizer):
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen2_vl(tokenizer):
+    """(model, processor) of a tiny random Qwen2-VL, the family of the small ClueWorld model."""
+    return _tiny("qwen2_vl", tokenizer)
+
+
+@pytest.fixture(scope="session")
 def tiny_llava(tokenizer):
     """(model, processor) of a tiny random LLaVA-OneVision."""
     return _tiny("llava_onevision", tokenizer)

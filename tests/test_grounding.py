@@ -26,12 +26,6 @@ def split(tmp_path_factory) -> Path:
     return tiny_split(tmp_path_factory.mktemp("cw") / "train")
 
 
-@pytest.fixture(scope="module")
-def tiny(tokenizer):
-    model, proc = backbones.tiny_model("qwen2_vl", tokenizer, seed=0)
-    return model, proc
-
-
 @pytest.mark.parametrize("index", range(12))
 def test_clue_cells_put_each_clue_where_cell_events_has_its_event(index):
     rng = lambda: cw.clip_rng(5, index)  # noqa: E731
@@ -85,13 +79,14 @@ def test_clue_line_targets_cover_every_clue_token_and_look_at_the_hit_object_aft
     assert pairs[hit + 2][1] == (16 + 3,) and words[hit + 2] == "purple"  # the object hit
 
 
-def test_tapped_heads_equal_the_model_s_attention_with_video_rows(split, tiny):
-    model, proc = tiny
+def test_tapped_heads_equal_the_model_s_attention_with_video_rows(split, tiny_qwen2_vl):
+    model, proc = tiny_qwen2_vl
     sample = read_samples(split)[0]
     frames, times = common.frame_source(stage1_config(split, split.parent / "x").data, [sample], str(split))(sample)
     prefix = tdata.make_prefix(proc, backbones.get_family("qwen2_vl"), sample, frames, times, "cluenet")
     row = tdata.stage1_row(proc.tokenizer, prefix, sample, LossConfig())
     batch = common.collator(proc)([[row], [row]])
+    before = model.config._attn_implementation  # a session fixture: put it back as it was
     model.set_attn_implementation("eager")
     try:
         tap = grounding.AttentionTap(model, [(0, 1), (1, 3)])
@@ -101,17 +96,17 @@ def test_tapped_heads_equal_the_model_s_attention_with_video_rows(split, tiny):
             torch.testing.assert_close(tap.attention(layer, head, rows, queries), out.attentions[layer][rows, head, queries])
         tap.remove()
     finally:
-        model.set_attn_implementation("sdpa")
+        model.set_attn_implementation(before)
 
 
-def test_bad_grounding_heads_are_refused(tiny):
+def test_bad_grounding_heads_are_refused(tiny_qwen2_vl):
     with pytest.raises(ConfigError, match="layer:head"):
         LossConfig(grounding_weight=1.0, grounding_heads="1-0")
     LossConfig(grounding_weight=0.0, grounding_heads="1-0")  # off: not read
     with pytest.raises(ConfigError, match="layers"):
-        grounding.AttentionTap(tiny[0], [(9, 0)])
+        grounding.AttentionTap(tiny_qwen2_vl[0], [(9, 0)])
     with pytest.raises(ConfigError, match="heads"):
-        grounding.AttentionTap(tiny[0], [(0, 64)])
+        grounding.AttentionTap(tiny_qwen2_vl[0], [(0, 64)])
 
 
 def test_stage1_with_grounding_learns_where_the_clues_are(split, tmp_path):

@@ -24,9 +24,8 @@ def split(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny(tokenizer):
-    model, proc = backbones.tiny_model("qwen2_vl", tokenizer, seed=0)
-    return model, proc, backbones.get_family("qwen2_vl")
+def tiny(tiny_qwen2_vl):
+    return (*tiny_qwen2_vl, backbones.get_family("qwen2_vl"))
 
 
 def _prefix(split: Path, tiny, index: int = 0):
