@@ -208,7 +208,8 @@ class TrainConfig:
 class LossConfig:
     """Stage 1 / baselines loss: ``L = w_E * L_E + w_R * L_R`` with answer tokens up-weighted,
     plus ``grounding_weight`` x the clue grounding loss of ``grounding_heads`` (``training.grounding``;
-    0, the default, turns it off; it needs clues with time spans, so the baselines ignore it)."""
+    0, the default, turns it off).  Stage 1 only: the baselines have no clues to ground and stage 2 does
+    not apply it yet, so both ignore it (one set of overrides can serve every run)."""
 
     answer_weight: float = 1.0
     extraction_weight: float = 1.0
