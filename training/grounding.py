@@ -17,8 +17,9 @@ which nothing tells a head which of a few hundred tokens holds the answer.  This
 plateau: with the whole-clip tower (``model.sizes``) and heads 1:0 and 2:0, ``python -m
 training.diagnose tokens ... --grounding-weight 1`` measured a mass of 0.40 on the training batch
 after 100 steps, 0.72 after 300 and 0.81 after 500 (0.001 at the start).  Looking at the right
-token is not yet reading it: in that run the words read from the clip stayed near where they were
-without the loss; only the clues' start times improved (README, "Seventh session").
+token is not yet reading it: in that run (from stage 0b's language model) the words read from the
+clip stayed near where they were without the loss; from the seeded init they formed (clue colours
+0.84, the object hit 0.94-1.0 after 600 steps; README, "Seventh session").
 
 ``AttentionTap`` reads the chosen heads without asking the model for its attention maps
 (``output_attentions`` needs eager attention for every layer and head, about twice the step time
