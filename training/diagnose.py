@@ -8,7 +8,8 @@
     python -m training.diagnose shortcut --data runs/default/data/test/clueworld.jsonl
     python -m training.diagnose copy [--lr 3e-3 --steps 300]
     python -m training.diagnose recall [--pairs 4 --noise 6 --steps 1500 --sizes '{"text_layers": 2}']
-    python -m training.diagnose tokens --train DATA --text-init runs/default/text/text.safetensors [--lr 1e-3]
+    python -m training.diagnose tokens --train DATA --text-init runs/default/text/text.safetensors [--lr 1e-3
+        --grounding-weight 1 --grounding-heads 1:0,2:0 --set loss.extraction_weight=2 --save lm.safetensors]
     python -m training.diagnose options [--text-init runs/default/text/text.safetensors --repeat-batch 8 --steps 3000
         --gap 16 --queries 3 --length 192 --save DIR/text.safetensors]
     python -m training.diagnose classes --model runs/default/stage1/final --data runs/default/data/test/clueworld.jsonl
@@ -31,6 +32,12 @@ each class of target token:
 
 Chance for a colour is 1/8, for a shape 1/6, for a letter 1/5.  ``--no-video`` drops the
 video tokens (a text-only model of the same rows), ``--sizes`` overrides ``SMALL_SIZES``.
+Clue words are also scored by what they read from the clip (``clue_roles``: ``role:subject_colour``,
+``role:object_colour``, ``role:new_colour``, ``role:side``, ``role:start_time``, ...).
+``--grounding-weight W`` turns on stage 1's clue grounding loss (``training.grounding``) and adds,
+per role, the supervised heads' attention mass on the clue's video tokens (``mass:<role>``);
+``--set SECTION.KEY=VALUE`` passes any other stage-1 override and ``--save`` writes the language
+model at the end.
 
 Two variants test ideas for making the grounded tokens learnable sooner:
 
