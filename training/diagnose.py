@@ -115,7 +115,7 @@ EVENT_VERBS = ("enters", "hits", "stops", "turns", "leaves")
 def token_classes(vocab: Sequence[str], colours: Sequence[str], shapes: Sequence[str]) -> dict[str, set[int]]:
     """Token ids of colour words, shape words, event verbs, number tokens (digits only), option
     letters, ``</chain>`` and blanks (spaces, newlines)."""
-    word = [t.strip("Ġ▁ ") for t in vocab]
+    word = plain_words(vocab)
     return {"colour": {i for i, w in enumerate(word) if w in colours},
             "shape": {i for i, w in enumerate(word) if w in shapes},
             "verb": {i for i, w in enumerate(word) if w in EVENT_VERBS},
@@ -145,9 +145,6 @@ def classify(ids: Sequence[int], labels: Sequence[int], ids_of: dict[str, set[in
     return out
 
 
-SIDES = ("left", "right", "top", "bottom")
-
-
 def clue_roles(words: Sequence[str], colours: Sequence[str], shapes: Sequence[str]) -> dict[int, str]:
     """The role of each colour, shape, side and start-time word of ClueWorld clue lines, by the
     words before it (``words``: the row's tokens as plain words; pass the clues block only):
@@ -155,6 +152,8 @@ def clue_roles(words: Sequence[str], colours: Sequence[str], shapes: Sequence[st
     ``object_shape`` (the object hit), ``new_colour`` (what a turning object turns into), ``side``
     (where an object enters from or leaves to) and ``start_time`` (the integer part of the span's
     start).  Which reads of the clip a model gets wrong, word by word."""
+    from cluenet.data.clueworld import SIDES
+
     out = {}
     for p, w in enumerate(words):
         before = [x for x in words[max(0, p - 6):p] if x]
@@ -170,12 +169,27 @@ def clue_roles(words: Sequence[str], colours: Sequence[str], shapes: Sequence[st
     return out
 
 
-def role_mass(tap: Any, ground: Sequence[Sequence[Any]], items: Sequence[Sequence[Any]], vocab: Sequence[str]
-              ) -> dict[str, list[float]]:
+def row_roles(row: Any, words: Sequence[str], clues_close: int) -> dict[int, str]:
+    """``clue_roles`` of one row's target words before ``</clues>`` (``words``: the tokenizer's
+    tokens as plain words)."""
+    from cluenet.data import clueworld as cw
+
+    ids = row.input_ids
+    end = ids.index(clues_close) if clues_close in ids else len(ids)
+    target = [words[t] if lab != -100 else "" for t, lab in zip(ids[:end], row.labels)]
+    return clue_roles(target, cw.COLOUR_NAMES, cw.SHAPES)
+
+
+def plain_words(vocab: Sequence[str]) -> list[str]:
+    """Tokenizer tokens without their space / word-start markers."""
+    return [t.strip("Ġ▁ ") for t in vocab]
+
+
+def role_mass(tap: Any, ground: Sequence[Sequence[Any]], items: Sequence[Sequence[Any]], words: Sequence[str],
+              clues_close: int) -> dict[str, list[float]]:
     """The tapped heads' attention mass on the clue's video tokens (``training.grounding``) at the
     query of each clue word, by ``clue_roles`` role ("all": every grounded query); one value a query,
-    averaged over the heads."""
-    from cluenet.data import clueworld as cw
+    averaged over the heads.  ``words``: ``plain_words`` of the vocabulary."""
     from training.grounding import target_mass
 
     found = target_mass(tap, ground)
@@ -183,13 +197,10 @@ def role_mass(tap: Any, ground: Sequence[Sequence[Any]], items: Sequence[Sequenc
         return {}
     pairs, mass = found
     mean = mass.mean(0).tolist()
-    words = [t.strip("Ġ▁ ") for t in vocab]
     out: dict[str, list[float]] = {"all": mean}
     roles = {}
     for j, rows in enumerate(items):
-        r = rows[0]
-        row_words = [words[t] if lab != -100 else "" for t, lab in zip(r.input_ids, r.labels)]
-        roles.update({(j, p - 1): role for p, role in clue_roles(row_words, cw.COLOUR_NAMES, cw.SHAPES).items()})
+        roles.update({(j, p - 1): role for p, role in row_roles(rows[0], words, clues_close).items()})
     for (b, q), m in zip(pairs, mean):
         if (b, q) in roles:
             out.setdefault(roles[b, q], []).append(m)
@@ -201,11 +212,8 @@ class ClassTally:
     ``vocab`` (the tokenizer's tokens) also per clue word role (``clue_roles``, as ``role:<name>``)."""
 
     def __init__(self, ids_of: dict[str, set[int]], clues_close: int, vocab: Sequence[str] | None = None) -> None:
-        from cluenet.data import clueworld as cw
-
         self.ids_of, self.clues_close = ids_of, clues_close
-        self.words = [t.strip("Ġ▁ ") for t in vocab] if vocab is not None else None
-        self.palette = (cw.COLOUR_NAMES, cw.SHAPES)
+        self.words = plain_words(vocab) if vocab is not None else None
         self.hits: dict[str, int] = {}
         self.seen: dict[str, int] = {}
 
@@ -222,9 +230,7 @@ class ClassTally:
             for p, name in classify(r.input_ids, r.labels, self.ids_of, self.clues_close).items():
                 self._count(name, hit[p])
             if self.words is not None:
-                end = r.input_ids.index(self.clues_close) if self.clues_close in r.input_ids else len(r.input_ids)
-                words = [self.words[t] if r.labels[p] != -100 else "" for p, t in enumerate(r.input_ids[:end])]
-                for p, role in clue_roles(words, *self.palette).items():
+                for p, role in row_roles(r, self.words, self.clues_close).items():
                     self._count(f"role:{role}", hit[p])
 
     def accuracy(self) -> dict[str, float]:
@@ -378,6 +384,7 @@ def _run_tokens(args: argparse.Namespace) -> int:
         return collate(items), items
 
     tap = getattr(trainer.loss_fn, "tap", None)  # set when the grounding loss is on
+    words = plain_words(vocab)
 
     @torch.no_grad()
     def evaluate() -> dict[str, float]:
@@ -388,7 +395,7 @@ def _run_tokens(args: argparse.Namespace) -> int:
             b, items = batch(held[k:k + 16], 1.0)
             tally.add(common.lm_forward(model, b).logits, items)
             if tap is not None:
-                for role, m in role_mass(tap, b["ground"], items, vocab).items():
+                for role, m in role_mass(tap, b["ground"], items, words, clues_close).items():
                     mass.setdefault(role, []).extend(m)
                 tap.seen.clear()
         model.train()
