@@ -189,21 +189,29 @@ def filter_row(tokenizer: Any, prefix: Prefix, clues: Sequence[Clue], labels: Se
     The spans are the tokens overlapping each clue's line (the rule inference uses on
     generated text), found through the fast tokenizer's character offsets.
     """
-    text = prompts.clues_target(clues)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+    ids, _, lines = clue_line_tokens(tokenizer, clues)
     n = len(prefix.ids)
-    spans, pos = [], text.index("\n") + 1
-    for c in clues:
-        line = render_clue(c)
-        a, b = pos, pos + len(line)
-        idx = [i for i, (s, e) in enumerate(offsets) if e > a and s < b]
-        spans.append((n + idx[0], n + idx[-1] + 1) if idx else (n, n))
-        pos = b + 1
+    spans = [(n + idx[0], n + idx[-1] + 1) if idx else (n, n) for _, idx in lines]
     row = Row([*prefix.ids, *ids], [IGNORE_INDEX] * (n + len(ids)), [0.0] * (n + len(ids)), prefix.vision,
               kind="filter", clue_spans=spans, clue_labels=[float(y) for y in labels],
               question_span=question_span(tokenizer, prefix.ids), group="filter")
     return _checked(row)
+
+
+def clue_line_tokens(tokenizer: Any, clues: Sequence[Clue]
+                     ) -> tuple[list[int], list[tuple[int, int]], list[tuple[int, list[int]]]]:
+    """The clues block (``prompts.clues_target``) encoded on its own: token ids, their character
+    offsets, and per clue its line's first character and the indices of the tokens overlapping
+    the line (through the fast tokenizer's offsets)."""
+    text = prompts.clues_target(clues)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+    lines, pos = [], text.index("\n") + 1
+    for c in clues:
+        a, b = pos, pos + len(render_clue(c))
+        lines.append((a, [i for i, (s, e) in enumerate(offsets) if e > a and s < b]))
+        pos = b + 1
+    return ids, offsets, lines
 
 
 def question_span(tokenizer: Any, ids: Sequence[int]) -> tuple[int, int]:

@@ -96,25 +96,18 @@ def clue_line_targets(tokenizer: Any, clues: Sequence[Clue], block_start: int, l
     object's cells) narrows the targets within the span: the words after " hits " look at the
     object hit, the rest at the subject.
     """
-    from cluenet import prompts
     from cluenet.grammar import render_clue
+    from training.data import clue_line_tokens
 
-    text = prompts.clues_target(clues)
-    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    _, offsets, lines = clue_line_tokens(tokenizer, clues)
     out: list[tuple[int, tuple[int, ...]]] = []
-    pos = text.index("\n") + 1
-    for k, clue in enumerate(clues):
-        line = render_clue(clue)
-        a, b = pos, pos + len(line)
-        pos = b + 1
+    for k, (clue, (a, idx)) in enumerate(zip(clues, lines)):
         subject, other = (cells[k] if cells is not None else ((), ()))
         near = tuple(layout.tokens(clue.start, clue.end, subject, cells_per_side))
         far = tuple(layout.tokens(clue.start, clue.end, other, cells_per_side)) if other else near
-        hit = line.find(" hits ")
-        after = a + hit + len(" hits ") if hit >= 0 else b
-        for i, (s, e) in enumerate(offsets):
-            if e > a and s < b:
-                out.append((block_start + i - 1, far if s >= after else near))
+        hit = render_clue(clue).find(" hits ")
+        after = a + hit + len(" hits ") if hit >= 0 else None
+        out += [(block_start + i - 1, far if after is not None and offsets[i][0] >= after else near) for i in idx]
     return out
 
 
