@@ -32,5 +32,5 @@ def stage2_config(train_path: Path, out: Path, stage1: Path, steps: int = 2, **e
     return load_config(Stage2RunConfig, None, overrides(train_path, out, steps, **{"model.init_adapter": stage1, **extra}))
 
 
-def baseline_config(kind: str, train_path: Path, out: Path, steps: int = 2) -> BaselineRunConfig:
-    return load_config(BaselineRunConfig, None, [f"kind={kind}", *overrides(train_path, out, steps)])
+def baseline_config(kind: str, train_path: Path, out: Path, steps: int = 2, **extra: object) -> BaselineRunConfig:
+    return load_config(BaselineRunConfig, None, [f"kind={kind}", *overrides(train_path, out, steps, **extra)])

@@ -118,3 +118,47 @@ def test_make_default_model_runs_each_stage_0_recipe_only_when_its_output_is_mis
     assert mdm.pretrain(tmp_path, tmp_path / "data" / "train", args)[1] == ground and calls == []
     args.ground_steps = 0  # neither: the seeded init
     assert mdm.pretrain(tmp_path, tmp_path / "data" / "train", args)[1] is None and calls == []
+
+
+def test_copy_rows_add_weight_times_their_own_loss_and_repeat_for_the_same_batch(tiny_qwen2_vl):
+    from training.text_pretrain import text_pool, with_copy_rows
+
+    model, processor = tiny_qwen2_vl
+    tok = processor.tokenizer
+    base = lambda model, batch: (torch.tensor(0.5), {"x": 1.0})  # noqa: E731
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 8]])}
+    seen = []
+    real_forward = model.forward
+
+    def spy(*a, **kw):
+        seen.append(kw["input_ids"].clone())
+        return real_forward(*a, **kw)
+
+    model.forward = spy
+    try:
+        with torch.no_grad():
+            loss, m = with_copy_rows(base, tok, 2.0, rows=3)(model, batch)
+            again, _ = with_copy_rows(base, tok, 2.0, rows=3)(model, batch)
+            other, _ = with_copy_rows(base, tok, 2.0, rows=3)(model, {"input_ids": torch.tensor([[5, 6, 7, 9]])})
+    finally:
+        del model.forward
+    assert m["x"] == 1.0 and loss.item() == pytest.approx(0.5 + 2.0 * m["copy_loss"])
+    assert seen[0].shape == (3, 128) and set(seen[0].flatten().tolist()) <= set(text_pool(tok))
+    assert not set(seen[0].flatten().tolist()) & set(tok.all_special_ids)
+    assert torch.equal(seen[0], seen[1]) and again.item() == loss.item()  # same batch, same rows
+    assert not torch.equal(seen[0], seen[2])
+
+
+def test_stage1_and_baselines_train_on_copy_rows_only_when_asked(tmp_path):
+    from training import baselines, stage1
+    from training.loop import read_metrics
+
+    from recipe_helpers import baseline_config, stage1_config, tiny_split
+
+    split = tiny_split(tmp_path / "train", n=4, seed=41)
+    stage1.run(stage1_config(split, tmp_path / "s1", steps=2, **{"loss.copy_weight": 0.5, "loss.copy_rows": 2}))
+    assert all("copy_loss" in r for r in read_metrics(tmp_path / "s1"))
+    baselines.run(baseline_config("direct", split, tmp_path / "d", steps=2, **{"loss.copy_weight": 1.0}))
+    assert all("copy_loss" in r for r in read_metrics(tmp_path / "d"))
+    stage1.run(stage1_config(split, tmp_path / "off", steps=1))
+    assert not any("copy_loss" in r for r in read_metrics(tmp_path / "off"))

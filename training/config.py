@@ -209,18 +209,25 @@ class LossConfig:
     """Stage 1 / baselines loss: ``L = w_E * L_E + w_R * L_R`` with answer tokens up-weighted,
     plus ``grounding_weight`` x the clue grounding loss of ``grounding_heads`` (``training.grounding``;
     0, the default, turns it off).  Stage 1 only: the baselines have no clues to ground and stage 2 does
-    not apply it yet, so both ignore it (one set of overrides can serve every run)."""
+    not apply it yet, so both ignore it (one set of overrides can serve every run).
+
+    ``copy_weight`` x the loss of ``copy_rows`` stage-0b copy rows a step (``training.text_pretrain.with_copy_rows``;
+    0, the default, turns it off) trains an induction circuit alongside the task, in stage 1 and the
+    baselines alike (stage 2 ignores it)."""
 
     answer_weight: float = 1.0
     extraction_weight: float = 1.0
     reasoning_weight: float = 1.0
     grounding_weight: float = 0.0
     grounding_heads: str = "1:0,2:0"
+    copy_weight: float = 0.0
+    copy_rows: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("answer_weight", "extraction_weight", "reasoning_weight", "grounding_weight"):
+        for name in ("answer_weight", "extraction_weight", "reasoning_weight", "grounding_weight", "copy_weight"):
             v = getattr(self, name)
             _require(_finite(v) and v >= 0, name, v, "a finite float >= 0")
+        _require(self.copy_rows >= 1, "copy_rows", self.copy_rows, "an int >= 1")
         if self.grounding_weight > 0:
             from training.grounding import parse_heads
 

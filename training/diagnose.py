@@ -410,10 +410,10 @@ def _run_tokens(args: argparse.Namespace) -> int:
     for step in range(1, args.steps + 1):
         warm_up(opt, step, args.warmup)
         b, _ = batch(rng.sample(pool, args.batch), args.chain_weight)
-        loss, metrics = trainer.loss_fn(model, b)  # stage 1's loss, with the grounding loss when it is on
+        loss, metrics = trainer.loss_fn(model, b)  # stage 1's loss, with the grounding loss and copy rows when on
         adamw_step(model, opt, loss)
         if step % args.every == 0 or step == args.steps:
-            extra = {k: round(metrics[k], 4) for k in ("ground_loss", "ground_mass") if k in metrics}
+            extra = {k: round(metrics[k], 4) for k in ("ground_loss", "ground_mass", "copy_loss") if k in metrics}
             print(json.dumps({"step": step, "rows": step * args.batch, "seconds": round(time.time() - t0),
                               "loss": round(loss.item(), 4), **extra, "accuracy": evaluate()}), flush=True)
     if args.save:
@@ -504,15 +504,14 @@ def text_probe_setup(seed: int, sizes_json: str = "") -> tuple[Any, dict[str, li
 
     from cluenet import tokenizer as tokmod
     from cluenet.data import clueworld as cw
-    from training import model_build
+    from training import model_build, text_pretrain
 
     torch.manual_seed(seed)
     tok = tokmod.load()
     ids_of = token_classes(tok.convert_ids_to_tokens(list(range(len(tok)))), cw.COLOUR_NAMES, cw.SHAPES)
-    special = set(tok.all_special_ids)
+    text = text_pretrain.text_pool(tok)
     pools = {"keys": sorted(ids_of["colour"]), "values": sorted(ids_of["shape"]),
-             "filler": [i for i in range(len(tok)) if i not in special and i not in ids_of["colour"] | ids_of["shape"]],
-             "text": [i for i in range(len(tok)) if i not in special]}
+             "filler": [i for i in text if i not in ids_of["colour"] | ids_of["shape"]], "text": text}
     config = model_build.small_config("qwen2_vl", tok, model_build.parse_sizes(sizes_json))
     return transformers.Qwen2VLForConditionalGeneration(config), pools
 

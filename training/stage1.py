@@ -10,7 +10,8 @@ Tasks (DESIGN.md "Stage 1"), mixed in one run, loss on target tokens only:
 
 Both tasks of a sample share one row (``training.data`` explains why this is exact):
 L1 = w_E * L_E + w_R * L_R with the answer letter up-weighted by ``loss.answer_weight``, plus
-``loss.grounding_weight`` x the clue grounding loss (``training.grounding``) when it is above 0.
+``loss.grounding_weight`` x the clue grounding loss (``training.grounding``) when it is above 0,
+plus ``loss.copy_weight`` x the loss of stage-0b copy rows (``training.text_pretrain``) when above 0.
 The run resumes from the newest complete checkpoint in ``train.output_dir`` (unless
 ``train.resume=false``) and writes the model to ``<output_dir>/final`` (full weights for
 a from-scratch model, a PEFT adapter for a real backbone) with a ``stage.json`` that
@@ -27,6 +28,7 @@ from training.config import Stage1RunConfig, load_config
 from training.grounding import ClueGrounder, grounded_loss
 from training.loop import Trainer
 from training.model_build import build, count_parameters
+from training.text_pretrain import with_copy_rows
 
 RECIPE = "stage1"
 
@@ -58,6 +60,8 @@ def setup(cfg: Any, samples: Sequence[Sample] | None = None, rows=None, model_ov
     common.attach_store(dataset, cfg.data.train_path)
     lengths = tdata.token_lengths(dataset) if cfg.train.length_grouping else None
     loss = grounded_loss(loss_fn, built.model, cfg.loss.grounding_weight, cfg.loss.grounding_heads) if grounding else loss_fn
+    if cfg.loss.copy_weight > 0:
+        loss = with_copy_rows(loss, built.processor.tokenizer, cfg.loss.copy_weight, cfg.loss.copy_rows, cfg.train.seed)
     trainer = Trainer(built.model, loss, dataset, train=cfg.train, optim=cfg.optim,
                       collate_fn=common.collator(built.processor), lengths=lengths, run_config=cfg,
                       num_workers=cfg.data.num_workers)

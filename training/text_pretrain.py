@@ -27,7 +27,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -55,6 +55,33 @@ def repeat_batch(pool: Sequence[int], batch: int, length: int, gen: torch.Genera
         row[again:again + n] = row[first:first + n].clone()
         lab[again + 1:again + n] = row[again + 1:again + n]
     return ids, labels
+
+
+def text_pool(tokenizer: Any) -> list[int]:
+    """Every id of ``tokenizer`` that is not a special token: what copy rows are drawn from."""
+    special = set(tokenizer.all_special_ids)
+    return [i for i in range(len(tokenizer)) if i not in special]
+
+
+def with_copy_rows(base_loss: Any, tokenizer: Any, weight: float, rows: int, seed: int = 0,
+                   length: int = 128):
+    """Wrap a recipe's ``loss_fn(model, batch) -> (loss, metrics)``: add ``weight`` x the
+    next-token loss of ``rows`` copy rows (``repeat_batch``) to every batch, so that the
+    induction circuit stage 0b gives forms during the task's own training instead of before
+    it.  The rows are drawn from a generator seeded by ``seed`` and the batch's token ids: the same
+    batch gets the same rows, so a resumed run sees what an uninterrupted one saw.  Metrics gain
+    ``copy_loss``."""
+    pool = text_pool(tokenizer)
+
+    def loss_fn(model: torch.nn.Module, batch: dict[str, Any]):
+        loss, metrics = base_loss(model, batch)
+        ids = batch["input_ids"]
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + int(ids.sum()) % 2**31)
+        copy_ids, labels = repeat_batch(pool, rows, length, gen)
+        extra = model(input_ids=copy_ids.to(ids.device), labels=labels.to(ids.device), use_cache=False).loss
+        return loss + weight * extra, {**metrics, "copy_loss": float(extra.detach())}
+
+    return loss_fn
 
 
 def build_parser() -> argparse.ArgumentParser:
