@@ -2,6 +2,7 @@
 and every shipped accelerate config parses with accelerate's own loader."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,17 @@ def test_comma_list_override_and_defaults_without_file():
     assert cfg.model.lora_targets == ("q_proj", "o_proj")
     assert cfg.stage2.beta == 0.5 and cfg.filter.tau_min == 0.2
     assert load_config(BaselineRunConfig, None, ["kind=cot"]).kind == "cot"
+
+
+def test_model_sizes_take_a_mapping_or_its_json_text():
+    as_json = '{"temporal_patch": 16, "vision_hidden": 128}'
+    for value in (as_json, f"'{as_json}'"):  # the shell ate the quotes, or kept them
+        cfg = load_config(Stage1RunConfig, None, ["model.name_or_path=small:qwen2_vl", f"model.sizes={value}"])
+        assert json.loads(cfg.model.sizes) == {"temporal_patch": 16, "vision_hidden": 128}
+    with pytest.raises(ConfigError, match="sizes"):
+        load_config(Stage1RunConfig, None, ["model.name_or_path=small:qwen2_vl", "model.sizes={temporal_patchh: 16}"])
+    with pytest.raises(ConfigError, match="expected a string"):
+        load_config(Stage1RunConfig, None, ["train.output_dir={a: 1}"])
 
 
 @pytest.mark.parametrize("override,named,suggestion", [

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import types
 import typing
@@ -431,6 +432,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         return _coerce(value, inner[0], name)
     if origin is tuple:
         return _coerce_tuple(value, typing.get_args(tp), name)
+    if name in JSON_TEXT_FIELDS and isinstance(value, dict):  # model.sizes={"temporal_patch": 16} unquoted
+        return json.dumps(value)
     scalar = _SCALARS.get(tp)
     if scalar is None:
         raise ConfigError(f"{name}: unsupported field type {tp!r}")  # a bug in a config class
@@ -493,3 +496,5 @@ def _to_str(value: Any, name: str) -> str:
 
 
 _SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
+# string fields that hold a JSON object: a mapping written in YAML or on the command line is taken as one
+JSON_TEXT_FIELDS = {"model.sizes"}
