@@ -129,3 +129,47 @@ def test_stage1_with_grounding_learns_where_the_clues_are(split, tmp_path):
 def test_grounding_is_off_by_default(split, tmp_path):
     trainer = stage1.setup(stage1_config(split, tmp_path / "s1", steps=1))
     assert not trainer.train_data[0][0].ground
+
+
+@pytest.mark.parametrize("style", ["letter_last", "letter_first"])
+def test_letter_targets_point_at_the_right_option_s_letter_then_at_the_letters_before(split, tokenizer, style):
+    from cluenet import prompts
+
+    sample = read_samples(split)[0]
+    prompt = prompts.encode_text(tokenizer, prompts.question_text(sample.question, sample.options, style) + "\n")
+    letter = prompts.LETTERS[sample.answer]
+    for target, n_letters in ((prompts.reasoning_target(sample.chain, sample.answer), 2),
+                              (prompts.direct_target(sample.answer), 1)):
+        e = prompts.encode_pair(tokenizer, prompt, target)
+        found = grounding.letter_targets(tokenizer, e.input_ids, len(prompt), e.answer_positions, sample.answer)
+        assert [q for q, _ in found] == [p - 1 for p in e.answer_positions] and len(found) == n_letters
+        shown = found[0][1][0]
+        assert shown < len(prompt) and tokenizer.decode([e.input_ids[shown]]).strip() == letter
+        line = tokenizer.decode(prompt).split("\n")[tokenizer.decode(prompt[:shown + 1]).count("\n")]  # its line
+        assert sample.options[sample.answer].strip() in line
+        assert [t for _, t in found] == [(shown, *e.answer_positions[:k]) for k in range(n_letters)]
+    no_letter = [t for t in prompt if tokenizer.decode([t]).strip() != letter]
+    e = prompts.encode_pair(tokenizer, no_letter, prompts.direct_target(sample.answer))
+    assert grounding.letter_targets(tokenizer, e.input_ids, len(no_letter), e.answer_positions, sample.answer) == []
+
+
+def test_grounding_letters_reach_stage1_and_the_baselines_and_stay_off_by_default(split, tmp_path):
+    from training import baselines
+
+    from recipe_helpers import baseline_config
+
+    on = {"loss.grounding_weight": 1.0, "loss.grounding_letters": True, "loss.grounding_heads": "0:0,1:1"}
+    s1 = stage1.setup(stage1_config(split, tmp_path / "s1", steps=1, **on))
+    s1_plain = stage1.setup(stage1_config(split, tmp_path / "s1p", steps=1, **{**on, "loss.grounding_letters": False}))
+    row, plain = s1.train_data[0][0], s1_plain.train_data[0][0]
+    assert row.ground[:len(plain.ground)] == plain.ground and len(row.ground) == len(plain.ground) + 2
+    for kind, n in (("direct", 1), ("cot", 2)):
+        cfg = baseline_config(kind, split, tmp_path / kind, steps=1, **on)
+        t = baselines.setup(cfg, rows=baselines.make_rows(cfg))
+        assert len(t.train_data[0][0].ground) == n and hasattr(t.loss_fn, "tap")
+        off = baseline_config(kind, split, tmp_path / f"{kind}-off", steps=1, **{**on, "loss.grounding_letters": False})
+        t_off = baselines.setup(off, rows=baselines.make_rows(off))
+        assert not t_off.train_data[0][0].ground and not hasattr(t_off.loss_fn, "tap")
+    cfg = baseline_config("cot", split, tmp_path / "cot-run", steps=2, **on)
+    baselines.run(cfg)
+    assert all(0.0 <= m["ground_mass"] <= 1.0 for m in read_metrics(tmp_path / "cot-run"))

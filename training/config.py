@@ -211,6 +211,9 @@ class LossConfig:
     plus ``grounding_weight`` x the clue grounding loss of ``grounding_heads`` (``training.grounding``;
     0, the default, turns it off).  Stage 1 only: the baselines have no clues to ground and stage 2 does
     not apply it yet, so both ignore it (one set of overrides can serve every run).
+    ``grounding_letters`` also grounds the decisive letters (``training.grounding.letter_targets``:
+    the chain's closing letter on the right option's letter in the prompt, the answer's on both),
+    in stage 1 and in the baselines alike, since both write them.
 
     ``copy_weight`` x the loss of ``copy_rows`` stage-0b copy rows a step (``training.text_pretrain.with_copy_rows``;
     0, the default, turns it off) trains an induction circuit alongside the task, in stage 1 and the
@@ -221,6 +224,7 @@ class LossConfig:
     reasoning_weight: float = 1.0
     grounding_weight: float = 0.0
     grounding_heads: str = "1:0,2:0"
+    grounding_letters: bool = False
     copy_weight: float = 0.0
     copy_rows: int = 8
 

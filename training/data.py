@@ -43,6 +43,7 @@ from cluenet.errors import ConfigError, InputError
 from cluenet.grammar import render_clue
 from cluenet.schema import Clue, Sample, Step
 from training.config import LossConfig
+from training.grounding import letter_targets
 
 IGNORE_INDEX = prompts.IGNORE_INDEX
 VIDEO_TOKEN_TYPE = 2  # Qwen-VL mm_token_type_ids: 0 text, 1 image, 2 video
@@ -146,7 +147,8 @@ def _weights_for(labels: Sequence[int], answer_positions: Sequence[int], weight:
 def stage1_row(tokenizer: Any, prefix: Prefix, sample: Sample, loss: LossConfig,
                grounder: Callable[[Sample, Prefix, int], list] | None = None) -> Row:
     """prefix + gold clues (E) + "\\n" + gold chain and answer (R) in one row (see the module docstring);
-    ``grounder`` (``training.grounding.ClueGrounder``) adds the clue grounding targets."""
+    ``grounder`` (``training.grounding.ClueGrounder``) adds the clue grounding targets, and with
+    ``loss.grounding_letters`` those of the chain's and the answer's letters (``grounding.letter_targets``)."""
     _require_annotation(sample)
     clues_ids = prompts.encode_text(tokenizer, prompts.clues_target(sample.clues))
     nl = prompts.encode_text(tokenizer, "\n")
@@ -157,15 +159,20 @@ def stage1_row(tokenizer: Any, prefix: Prefix, sample: Sample, loss: LossConfig,
     weights = _weights_for(labels, r.answer_positions, loss.reasoning_weight, loss.answer_weight)
     weights[n:n + len(clues_ids)] = [loss.extraction_weight] * len(clues_ids)
     ground = grounder(sample, prefix, n) if grounder is not None else []
+    if grounder is not None and loss.grounding_letters:
+        ground += letter_targets(tokenizer, r.input_ids, n, r.answer_positions, sample.answer)
     return _checked(Row(list(r.input_ids), labels, weights, prefix.vision, group="E+R", ground=ground))
 
 
 def baseline_row(tokenizer: Any, prefix: Prefix, sample: Sample, kind: str, loss: LossConfig) -> Row:
-    """``direct``: prefix -> answer; ``cot``: prefix -> chain + answer."""
+    """``direct``: prefix -> answer; ``cot``: prefix -> chain + answer.  With ``loss.grounding_weight``
+    above 0 and ``loss.grounding_letters``, the letters get the grounding targets ClueNet's get."""
     target = prompts.direct_target(sample.answer) if kind == "direct" else prompts.cot_target(sample.chain, sample.answer)
     e = prompts.encode_pair(tokenizer, prefix.ids, target)
     weights = _weights_for(e.labels, e.answer_positions, loss.reasoning_weight, loss.answer_weight)
-    return _checked(Row(list(e.input_ids), list(e.labels), weights, prefix.vision, group=kind))
+    ground = (letter_targets(tokenizer, e.input_ids, len(prefix.ids), e.answer_positions, sample.answer)
+              if loss.grounding_weight > 0 and loss.grounding_letters else [])
+    return _checked(Row(list(e.input_ids), list(e.labels), weights, prefix.vision, group=kind, ground=ground))
 
 
 def extraction_row(tokenizer: Any, prefix: Prefix, sample: Sample, weight: float) -> Row:

@@ -111,6 +111,29 @@ def clue_line_targets(tokenizer: Any, clues: Sequence[Clue], block_start: int, l
     return out
 
 
+def letter_targets(tokenizer: Any, ids: Sequence[int], prompt_len: int, letter_positions: Sequence[int],
+                   answer: int) -> list[tuple[int, tuple[int, ...]]]:
+    """(query position, target positions) for the decisive letters of a row (``loss.grounding_letters``).
+
+    ``letter_positions`` are the target's letters in order (``prompts.encode_pair``'s
+    ``answer_positions``: the chain's closing letter, if any, then the answer's).  The first looks
+    at the right option's letter in the prompt (its last occurrence in ``ids[:prompt_len]``); each
+    later one at that and at the letters before it, which it copies.  Empty when the prompt does
+    not show the letter as one token."""
+    from cluenet.prompts import LETTERS, encode_text
+
+    pieces = [encode_text(tokenizer, t) for t in (LETTERS[answer], " " + LETTERS[answer])]
+    want = {ids_[0] for ids_ in pieces if len(ids_) == 1}
+    shown = [p for p in range(prompt_len) if ids[p] in want]
+    if not shown:
+        return []
+    out, sources = [], [shown[-1]]
+    for p in letter_positions:
+        out.append((p - 1, tuple(sources)))
+        sources.append(p)
+    return out
+
+
 def parse_heads(text: str) -> list[tuple[int, int]]:
     """``"1:0,2:0"`` -> [(1, 0), (2, 0)]: (layer, head) pairs of ``loss.grounding_heads``."""
     heads = []

@@ -52,8 +52,8 @@ def setup(cfg: Any, samples: Sequence[Sample] | None = None, rows=None, model_ov
     samples = list(samples) if samples is not None else common.load_samples(cfg.data.train_path)
     built = build(cfg.model, seed=cfg.train.seed) if model_override is None else model_override
     frames = common.frame_source(cfg.data, samples, cfg.data.train_path)
-    grounding = rows is None and cfg.loss.grounding_weight > 0
-    if grounding:
+    grounding = cfg.loss.grounding_weight > 0 and (rows is None or cfg.loss.grounding_letters)
+    if rows is None and grounding:
         rows = make_rows(cfg.loss, ClueGrounder(built.processor, common.world_config(cfg.data.train_path)))
     dataset = tdata.RowDataset(samples, built.processor, built.family, frames, rows or make_rows(cfg.loss),
                                option_style=cfg.data.option_style)
