@@ -132,7 +132,7 @@ def test_grounding_is_off_by_default(split, tmp_path):
 
 
 @pytest.mark.parametrize("style", ["letter_last", "letter_first"])
-def test_letter_targets_point_at_the_right_option_s_letter_then_at_the_letters_before(split, tokenizer, style):
+def test_letter_targets_point_at_the_right_option_s_line_then_at_the_letters_before(split, tokenizer, style):
     from cluenet import prompts
 
     sample = read_samples(split)[0]
@@ -143,11 +143,13 @@ def test_letter_targets_point_at_the_right_option_s_letter_then_at_the_letters_b
         e = prompts.encode_pair(tokenizer, prompt, target)
         found = grounding.letter_targets(tokenizer, e.input_ids, len(prompt), e.answer_positions, sample.answer)
         assert [q for q, _ in found] == [p - 1 for p in e.answer_positions] and len(found) == n_letters
-        shown = found[0][1][0]
-        assert shown < len(prompt) and tokenizer.decode([e.input_ids[shown]]).strip() == letter
-        line = tokenizer.decode(prompt).split("\n")[tokenizer.decode(prompt[:shown + 1]).count("\n")]  # its line
-        assert sample.options[sample.answer].strip() in line
-        assert [t for _, t in found] == [(shown, *e.answer_positions[:k]) for k in range(n_letters)]
+        line = found[0][1]
+        assert line == tuple(range(line[0], line[-1] + 1)) and line[-1] < len(prompt)
+        text = tokenizer.decode([e.input_ids[p] for p in line]).strip()
+        want = f"{sample.options[sample.answer].strip()} {letter}" if style == "letter_last" else \
+            f"{letter}. {sample.options[sample.answer].strip()}"
+        assert text == want
+        assert [t for _, t in found] == [(*line, *e.answer_positions[:k]) for k in range(n_letters)]
     no_letter = [t for t in prompt if tokenizer.decode([t]).strip() != letter]
     e = prompts.encode_pair(tokenizer, no_letter, prompts.direct_target(sample.answer))
     assert grounding.letter_targets(tokenizer, e.input_ids, len(no_letter), e.answer_positions, sample.answer) == []

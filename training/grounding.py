@@ -117,9 +117,11 @@ def letter_targets(tokenizer: Any, ids: Sequence[int], prompt_len: int, letter_p
 
     ``letter_positions`` are the target's letters in order (``prompts.encode_pair``'s
     ``answer_positions``: the chain's closing letter, if any, then the answer's).  The first looks
-    at the right option's letter in the prompt (its last occurrence in ``ids[:prompt_len]``); each
-    later one at that and at the letters before it, which it copies.  Empty when the prompt does
-    not show the letter as one token."""
+    at the right option's line in the prompt, its text and its letter (the line of the letter's
+    last occurrence in ``ids[:prompt_len]``): the chain has just restated that text, so the line
+    is found by matching words, and the letter comes with it.  Each later letter looks at that
+    line and at the letters before it, which it copies.  Empty when the prompt does not show the
+    letter as one token."""
     from cluenet.prompts import LETTERS, encode_text
 
     pieces = [encode_text(tokenizer, t) for t in (LETTERS[answer], " " + LETTERS[answer])]
@@ -127,11 +129,24 @@ def letter_targets(tokenizer: Any, ids: Sequence[int], prompt_len: int, letter_p
     shown = [p for p in range(prompt_len) if ids[p] in want]
     if not shown:
         return []
-    out, sources = [], [shown[-1]]
+    out, sources = [], list(_line(tokenizer, ids, shown[-1], prompt_len))
     for p in letter_positions:
         out.append((p - 1, tuple(sources)))
         sources.append(p)
     return out
+
+
+def _line(tokenizer: Any, ids: Sequence[int], p: int, end: int) -> range:
+    """Positions of the tokens on ``p``'s line (between the newlines around it, before ``end``)."""
+    def newline(i: int) -> bool:
+        return "\n" in tokenizer.decode([ids[i]])
+
+    a, b = p, p + 1
+    while a > 0 and not newline(a - 1):
+        a -= 1
+    while b < end and not newline(b):
+        b += 1
+    return range(a, b)
 
 
 def parse_heads(text: str) -> list[tuple[int, int]]:
