@@ -164,14 +164,18 @@ def test_grounding_letters_reach_stage1_and_the_baselines_and_stay_off_by_defaul
     s1 = stage1.setup(stage1_config(split, tmp_path / "s1", steps=1, **on))
     s1_plain = stage1.setup(stage1_config(split, tmp_path / "s1p", steps=1, **{**on, "loss.grounding_letters": False}))
     row, plain = s1.train_data[0][0], s1_plain.train_data[0][0]
-    assert row.ground[:len(plain.ground)] == plain.ground and len(row.ground) == len(plain.ground) + 2
+    assert row.ground == plain.ground and len(row.ground_letters) == 2 and not plain.ground_letters
     for kind, n in (("direct", 1), ("cot", 2)):
         cfg = baseline_config(kind, split, tmp_path / kind, steps=1, **on)
         t = baselines.setup(cfg, rows=baselines.make_rows(cfg))
-        assert len(t.train_data[0][0].ground) == n and hasattr(t.loss_fn, "tap")
+        assert len(t.train_data[0][0].ground_letters) == n and not t.train_data[0][0].ground
+        assert hasattr(t.loss_fn, "tap")
         off = baseline_config(kind, split, tmp_path / f"{kind}-off", steps=1, **{**on, "loss.grounding_letters": False})
         t_off = baselines.setup(off, rows=baselines.make_rows(off))
-        assert not t_off.train_data[0][0].ground and not hasattr(t_off.loss_fn, "tap")
+        assert not t_off.train_data[0][0].ground_letters and not hasattr(t_off.loss_fn, "tap")
     cfg = baseline_config("cot", split, tmp_path / "cot-run", steps=2, **on)
     baselines.run(cfg)
-    assert all(0.0 <= m["ground_mass"] <= 1.0 for m in read_metrics(tmp_path / "cot-run"))
+    rows = read_metrics(tmp_path / "cot-run")
+    assert rows and all(0.0 <= m["letter_mass"] <= 1.0 and "ground_mass" not in m for m in rows)
+    stage1.run(stage1_config(split, tmp_path / "s1-run", steps=2, **on))
+    assert all("letter_mass" in m and "ground_mass" in m for m in read_metrics(tmp_path / "s1-run"))

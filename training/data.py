@@ -113,6 +113,7 @@ class Row:
     question_span: tuple[int, int] = (0, 0)
     group: str = ""  # loss bucket for metrics: "E", "R", "direct", "cot"
     ground: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)  # (query, video token positions)
+    ground_letters: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)  # (query, prompt/chain positions)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -159,9 +160,10 @@ def stage1_row(tokenizer: Any, prefix: Prefix, sample: Sample, loss: LossConfig,
     weights = _weights_for(labels, r.answer_positions, loss.reasoning_weight, loss.answer_weight)
     weights[n:n + len(clues_ids)] = [loss.extraction_weight] * len(clues_ids)
     ground = grounder(sample, prefix, n) if grounder is not None else []
-    if grounder is not None and loss.grounding_letters:
-        ground += letter_targets(tokenizer, r.input_ids, n, r.answer_positions, sample.answer)
-    return _checked(Row(list(r.input_ids), labels, weights, prefix.vision, group="E+R", ground=ground))
+    letters = (letter_targets(tokenizer, r.input_ids, n, r.answer_positions, sample.answer)
+               if grounder is not None and loss.grounding_letters else [])
+    return _checked(Row(list(r.input_ids), labels, weights, prefix.vision, group="E+R", ground=ground,
+                        ground_letters=letters))
 
 
 def baseline_row(tokenizer: Any, prefix: Prefix, sample: Sample, kind: str, loss: LossConfig) -> Row:
@@ -170,9 +172,9 @@ def baseline_row(tokenizer: Any, prefix: Prefix, sample: Sample, kind: str, loss
     target = prompts.direct_target(sample.answer) if kind == "direct" else prompts.cot_target(sample.chain, sample.answer)
     e = prompts.encode_pair(tokenizer, prefix.ids, target)
     weights = _weights_for(e.labels, e.answer_positions, loss.reasoning_weight, loss.answer_weight)
-    ground = (letter_targets(tokenizer, e.input_ids, len(prefix.ids), e.answer_positions, sample.answer)
-              if loss.grounding_weight > 0 and loss.grounding_letters else [])
-    return _checked(Row(list(e.input_ids), list(e.labels), weights, prefix.vision, group=kind, ground=ground))
+    letters = (letter_targets(tokenizer, e.input_ids, len(prefix.ids), e.answer_positions, sample.answer)
+               if loss.grounding_weight > 0 and loss.grounding_letters else [])
+    return _checked(Row(list(e.input_ids), list(e.labels), weights, prefix.vision, group=kind, ground_letters=letters))
 
 
 def extraction_row(tokenizer: Any, prefix: Prefix, sample: Sample, weight: float) -> Row:
@@ -317,8 +319,9 @@ class Collator:
         if self.video_token_id is not None and "video_grid_thw" in batch:
             batch["mm_token_type_ids"] = (ids == self.video_token_id).long() * VIDEO_TOKEN_TYPE
         batch["groups"] = [r.group for r in rows]
-        if any(r.ground for r in rows):
-            batch["ground"] = [r.ground for r in rows]
+        for key in ("ground", "ground_letters"):
+            if any(getattr(r, key) for r in rows):
+                batch[key] = [getattr(r, key) for r in rows]
         batch["filter"] = [(i, r.clue_spans, r.clue_labels, r.question_span) for i, r in enumerate(rows)
                            if r.kind == "filter"]
         return batch
@@ -335,7 +338,7 @@ def _stack_vision(visions: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
     """The keys of a batch the transformers model takes."""
-    skip = {"labels", "weights", "groups", "filter", "ground"}
+    skip = {"labels", "weights", "groups", "filter", "ground", "ground_letters"}
     return {k: v for k, v in batch.items() if k not in skip}
 
 

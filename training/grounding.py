@@ -291,17 +291,21 @@ class ClueGrounder:
 def grounded_loss(base_loss: Any, model: torch.nn.Module, weight: float, heads: str):
     """Wrap a recipe's ``loss_fn(model, batch) -> (loss, metrics)``: add ``weight`` x the grounding
     loss of ``heads`` on batches that carry grounding targets; metrics gain ``ground_loss`` and
-    ``ground_mass`` (mean attention mass on the targets)."""
+    ``ground_mass`` (mean attention mass on the targets).  The letters' targets
+    (``batch["ground_letters"]``, two a row against ~80 clue tokens) are a term of their own with the
+    same weight, so that they are not drowned; their metrics are ``letter_loss`` and ``letter_mass``."""
     tap = AttentionTap(model, parse_heads(heads))
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, Any]):
         loss, metrics = base_loss(model, batch)
-        extra = grounding_loss(tap, batch["ground"]) if batch.get("ground") else None
+        for key, name in (("ground", "ground"), ("ground_letters", "letter")):
+            extra = grounding_loss(tap, batch[key]) if batch.get(key) else None
+            if extra is not None:
+                g, mass = extra
+                loss = loss + weight * g
+                metrics = {**metrics, f"{name}_loss": float(g.detach()), f"{name}_mass": mass}
         tap.seen.clear()
-        if extra is None:
-            return loss, metrics
-        g, mass = extra
-        return loss + weight * g, {**metrics, "ground_loss": float(g.detach()), "ground_mass": mass}
+        return loss, metrics
 
     loss_fn.tap = tap
     return loss_fn
