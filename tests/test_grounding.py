@@ -179,3 +179,19 @@ def test_grounding_letters_reach_stage1_and_the_baselines_and_stay_off_by_defaul
     assert rows and all(0.0 <= m["letter_mass"] <= 1.0 and "ground_mass" not in m for m in rows)
     stage1.run(stage1_config(split, tmp_path / "s1-run", steps=2, **on))
     assert all("letter_mass" in m and "ground_mass" in m for m in read_metrics(tmp_path / "s1-run"))
+
+
+def test_letter_heads_are_supervised_apart_from_the_clue_heads(split, tmp_path, monkeypatch):
+    seen = []
+    real = grounding.grounding_loss
+    monkeypatch.setattr(grounding, "grounding_loss", lambda tap, ground, heads=None: (seen.append(list(heads)),
+                                                                                       real(tap, ground, heads))[1])
+    on = {"loss.grounding_weight": 1.0, "loss.grounding_letters": True, "loss.grounding_heads": "0:0",
+          "loss.grounding_letter_heads": "1:1"}
+    trainer = stage1.setup(stage1_config(split, tmp_path / "s1", steps=1, **on))
+    assert trainer.loss_fn.tap.heads == [(0, 0), (1, 1)]
+    trainer.setup()
+    trainer.train()
+    assert seen == [[(0, 0)], [(1, 1)]]
+    with pytest.raises(ConfigError, match="layer:head"):
+        LossConfig(grounding_weight=1.0, grounding_letters=True, grounding_letter_heads="2")

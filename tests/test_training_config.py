@@ -61,6 +61,16 @@ def test_comma_list_override_and_defaults_without_file():
     assert load_config(BaselineRunConfig, None, ["kind=cot"]).kind == "cot"
 
 
+def test_layer_head_pairs_stay_text_in_overrides_and_files(tmp_path):
+    """YAML 1.1 reads 2:0 as the base-60 int 120; a config keeps it as the pair it is."""
+    cfg = load_config(Stage1RunConfig, None, ["loss.grounding_weight=1", "loss.grounding_heads=2:0"])
+    assert cfg.loss.grounding_heads == "2:0"
+    f = tmp_path / "c.yaml"
+    f.write_text("loss:\n  grounding_weight: 1\n  grounding_heads: 1:1\noptim:\n  lr: 3.0e-3\n")
+    cfg = load_config(Stage1RunConfig, str(f), ["train.max_steps=12", "optim.weight_decay=1e-2"])
+    assert (cfg.loss.grounding_heads, cfg.optim.lr, cfg.train.max_steps, cfg.optim.weight_decay) == ("1:1", 0.003, 12, 0.01)
+
+
 def test_model_sizes_take_a_mapping_or_its_json_text():
     as_json = '{"temporal_patch": 16, "vision_hidden": 128}'
     for value in (as_json, f"'{as_json}'"):  # the shell ate the quotes, or kept them

@@ -6,7 +6,7 @@ Run config files the way every recipe does::
 
 How a config is resolved (``load_config``):
 
-1. the YAML file is read (``yaml.safe_load``) into a nested mapping;
+1. the YAML file is read (``yaml.safe_load``, less YAML 1.1's base-60 numbers) into a nested mapping;
 2. each override ``a.b=value`` replaces one leaf (the value is parsed as YAML, so
    ``[q_proj,v_proj]``, ``true`` and ``null`` work);
 3. the mapping is turned into the dataclass tree: every key must be a field
@@ -29,6 +29,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -225,6 +226,7 @@ class LossConfig:
     grounding_weight: float = 0.0
     grounding_heads: str = "1:0,2:0"
     grounding_letters: bool = False
+    grounding_letter_heads: str = ""  # the heads the letters' targets supervise ("": grounding_heads)
     copy_weight: float = 0.0
     copy_rows: int = 8
 
@@ -237,6 +239,8 @@ class LossConfig:
             from training.grounding import parse_heads
 
             parse_heads(self.grounding_heads)
+            if self.grounding_letters and self.grounding_letter_heads:
+                parse_heads(self.grounding_letter_heads)
 
 
 @dataclass(frozen=True)
@@ -384,7 +388,7 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = _yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if data is None:
@@ -401,7 +405,7 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r}: expected the form section.key=value, e.g. optim.lr=1e-4")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw  # leave it to type coercion to accept or reject
     *parents, leaf = key.split(".")
@@ -497,6 +501,25 @@ def _to_str(value: Any, name: str) -> str:
     if isinstance(value, (dict, list, tuple)):
         raise ConfigError(f"{name}: got {value!r}, expected a string")
     return str(value)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader without YAML 1.1's base-60 numbers: ``2:0`` (a layer:head pair) is the
+    text "2:0", not the int 120."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(
+    r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 -- a SafeLoader subclass
 
 
 _SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}

@@ -221,11 +221,11 @@ class AttentionTap:
         return scores.masked_fill(later, float("-inf")).softmax(-1)
 
 
-def target_mass(tap: AttentionTap, ground: Sequence[Sequence[tuple[int, Sequence[int]]]]
-                ) -> tuple[list[tuple[int, int]], torch.Tensor] | None:
+def target_mass(tap: AttentionTap, ground: Sequence[Sequence[tuple[int, Sequence[int]]]],
+                heads: Sequence[tuple[int, int]] | None = None) -> tuple[list[tuple[int, int]], torch.Tensor] | None:
     """The attention mass each tapped head puts on the targets: the (row, query) pairs of ``ground``
     (one list per batch row, from ``clue_line_targets``) and a [heads, pairs] tensor; None when the
-    batch has no grounded token."""
+    batch has no grounded token.  ``heads``: a subset of the tap's (default: all of them)."""
     pairs = [(b, q, t) for b, row in enumerate(ground) for q, t in row]
     if not pairs:
         return None
@@ -235,15 +235,16 @@ def target_mass(tap: AttentionTap, ground: Sequence[Sequence[tuple[int, Sequence
     mask = torch.zeros((len(pairs), some.shape[1]), dtype=torch.bool, device=some.device)
     for n, (_, _, targets) in enumerate(pairs):
         mask[n, list(targets)] = True
-    mass = torch.stack([(tap.attention(layer, head, rows, queries).float() * mask).sum(-1) for layer, head in tap.heads])
+    mass = torch.stack([(tap.attention(layer, head, rows, queries).float() * mask).sum(-1)
+                        for layer, head in (heads or tap.heads)])
     return [(b, q) for b, q, _ in pairs], mass
 
 
-def grounding_loss(tap: AttentionTap, ground: Sequence[Sequence[tuple[int, Sequence[int]]]]
-                   ) -> tuple[torch.Tensor, float] | None:
+def grounding_loss(tap: AttentionTap, ground: Sequence[Sequence[tuple[int, Sequence[int]]]],
+                   heads: Sequence[tuple[int, int]] | None = None) -> tuple[torch.Tensor, float] | None:
     """Mean ``-log`` attention mass on the targets over every grounded (row, query) and every
     tapped head, and the mean mass; None when the batch has no grounded token."""
-    found = target_mass(tap, ground)
+    found = target_mass(tap, ground, heads)
     if found is None:
         return None
     mass = found[1]
@@ -288,18 +289,21 @@ class ClueGrounder:
         return clue_line_targets(self.tokenizer, sample.clues, block_start, layout, cells, cw.GRID if cells else 0)
 
 
-def grounded_loss(base_loss: Any, model: torch.nn.Module, weight: float, heads: str):
+def grounded_loss(base_loss: Any, model: torch.nn.Module, weight: float, heads: str, letter_heads: str = ""):
     """Wrap a recipe's ``loss_fn(model, batch) -> (loss, metrics)``: add ``weight`` x the grounding
     loss of ``heads`` on batches that carry grounding targets; metrics gain ``ground_loss`` and
     ``ground_mass`` (mean attention mass on the targets).  The letters' targets
     (``batch["ground_letters"]``, two a row against ~80 clue tokens) are a term of their own with the
-    same weight, so that they are not drowned; their metrics are ``letter_loss`` and ``letter_mass``."""
-    tap = AttentionTap(model, parse_heads(heads))
+    same weight, so that they are not drowned; their metrics are ``letter_loss`` and ``letter_mass``.
+    ``letter_heads`` supervises other heads for the letters ("": the same ``heads``)."""
+    clue_heads = parse_heads(heads)
+    letter_set = parse_heads(letter_heads) if letter_heads else clue_heads
+    tap = AttentionTap(model, list(dict.fromkeys([*clue_heads, *letter_set])))
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, Any]):
         loss, metrics = base_loss(model, batch)
-        for key, name in (("ground", "ground"), ("ground_letters", "letter")):
-            extra = grounding_loss(tap, batch[key]) if batch.get(key) else None
+        for key, name, chosen in (("ground", "ground", clue_heads), ("ground_letters", "letter", letter_set)):
+            extra = grounding_loss(tap, batch[key], chosen) if batch.get(key) else None
             if extra is not None:
                 g, mass = extra
                 loss = loss + weight * g

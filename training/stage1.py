@@ -59,7 +59,8 @@ def setup(cfg: Any, samples: Sequence[Sample] | None = None, rows=None, model_ov
                                option_style=cfg.data.option_style)
     common.attach_store(dataset, cfg.data.train_path)
     lengths = tdata.token_lengths(dataset) if cfg.train.length_grouping else None
-    loss = grounded_loss(loss_fn, built.model, cfg.loss.grounding_weight, cfg.loss.grounding_heads) if grounding else loss_fn
+    loss = (grounded_loss(loss_fn, built.model, cfg.loss.grounding_weight, cfg.loss.grounding_heads,
+                          cfg.loss.grounding_letter_heads) if grounding else loss_fn)
     if cfg.loss.copy_weight > 0:
         loss = with_copy_rows(loss, built.processor.tokenizer, cfg.loss.copy_weight, cfg.loss.copy_rows, cfg.train.seed)
     trainer = Trainer(built.model, loss, dataset, train=cfg.train, optim=cfg.optim,
