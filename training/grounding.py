@@ -117,11 +117,14 @@ def letter_targets(tokenizer: Any, ids: Sequence[int], prompt_len: int, letter_p
 
     ``letter_positions`` are the target's letters in order (``prompts.encode_pair``'s
     ``answer_positions``: the chain's closing letter, if any, then the answer's).  The first looks
-    at the right option's line in the prompt, its text and its letter (the line of the letter's
-    last occurrence in ``ids[:prompt_len]``): the chain has just restated that text, so the line
-    is found by matching words, and the letter comes with it.  Each later letter looks at that
-    line and at the letters before it, which it copies.  Empty when the prompt does not show the
-    letter as one token."""
+    at the right option in the prompt (the line of the letter's last occurrence in
+    ``ids[:prompt_len]``): its letter and the words that set it apart, those found on at most two
+    lines of the prompt (the option and the question), since the chain has just restated them.
+    Words every option shares ("because it hit the") are left out: attending to them finds every
+    option equally.  Each later letter looks at those and at the letters before it, which it
+    copies.  Empty when the prompt does not show the letter as one token."""
+    from collections import Counter
+
     from cluenet.prompts import LETTERS, encode_text
 
     pieces = [encode_text(tokenizer, t) for t in (LETTERS[answer], " " + LETTERS[answer])]
@@ -129,24 +132,25 @@ def letter_targets(tokenizer: Any, ids: Sequence[int], prompt_len: int, letter_p
     shown = [p for p in range(prompt_len) if ids[p] in want]
     if not shown:
         return []
-    out, sources = [], list(_line(tokenizer, ids, shown[-1], prompt_len))
+    lines = _lines(tokenizer, ids, prompt_len)
+    on_lines = Counter(t for line in lines for t in {ids[p] for p in line})
+    line = next(line for line in lines if shown[-1] in line)
+    out, sources = [], [p for p in line if p == shown[-1] or on_lines[ids[p]] <= 2]
     for p in letter_positions:
         out.append((p - 1, tuple(sources)))
-        sources.append(p)
+        sources = [*sources, p]
     return out
 
 
-def _line(tokenizer: Any, ids: Sequence[int], p: int, end: int) -> range:
-    """Positions of the tokens on ``p``'s line (between the newlines around it, before ``end``)."""
-    def newline(i: int) -> bool:
-        return "\n" in tokenizer.decode([ids[i]])
-
-    a, b = p, p + 1
-    while a > 0 and not newline(a - 1):
-        a -= 1
-    while b < end and not newline(b):
-        b += 1
-    return range(a, b)
+def _lines(tokenizer: Any, ids: Sequence[int], end: int) -> list[range]:
+    """The positions of ``ids[:end]`` split at newline tokens (which belong to no line)."""
+    out, start = [], 0
+    for i in range(end):
+        if "\n" in tokenizer.decode([ids[i]]):
+            out.append(range(start, i))
+            start = i + 1
+    out.append(range(start, end))
+    return [r for r in out if len(r)]
 
 
 def parse_heads(text: str) -> list[tuple[int, int]]:
