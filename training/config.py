@@ -213,7 +213,8 @@ class LossConfig:
     0, the default, turns it off).  Stage 1 only: the baselines have no clues to ground and stage 2 does
     not apply it yet, so both ignore it (one set of overrides can serve every run).
     ``grounding_letters`` also grounds the decisive letters (``training.grounding.letter_targets``:
-    the chain's closing letter on the right option's letter in the prompt, the answer's on both),
+    the chain's closing letter on the right option's own words and letter in the prompt, the
+    answer's on those and the chain's letter), as a term of its own on ``grounding_letter_heads``,
     in stage 1 and in the baselines alike, since both write them.
 
     ``copy_weight`` x the loss of ``copy_rows`` stage-0b copy rows a step (``training.text_pretrain.with_copy_rows``;

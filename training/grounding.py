@@ -21,6 +21,11 @@ token is not yet reading it: in that run (from stage 0b's language model) the wo
 clip stayed near where they were without the loss; from the seeded init they formed (clue colours
 0.84, the object hit 0.94-1.0 after 600 steps; README, "Seventh session").
 
+``loss.grounding_letters`` adds the decisive letters (``letter_targets``): the chain's closing
+letter should look at the right option in the prompt, the answer's letter at that and at the
+chain's.  Measured (README, "Eighth session"): the answer's letter learns it at once; the chain's
+letter did not find its option within 1,000 steps, its heads spread evenly over the five options.
+
 ``AttentionTap`` reads the chosen heads without asking the model for its attention maps
 (``output_attentions`` needs eager attention for every layer and head, about twice the step time
 of this model in a scratch comparison): a forward pre-hook keeps each tapped layer's input and
