@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--length", type=int, default=128, help="tokens per row")
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--weight-decay", type=float, default=0.01,
+                   help="AdamW weight decay (a larger one keeps the residual stream from growing)")
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--every", type=int, default=100, help="check the held-out rows every N steps")
     p.add_argument("--seed", type=int, default=1)
@@ -117,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             raise SystemExit(f"--init: {exc}") from None
     gen = torch.Generator().manual_seed(args.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=args.weight_decay)
     held = repeat_batch(pools["text"], 64, args.length, torch.Generator().manual_seed(args.seed + 1))
     recall = recall_held(pools, args.seed + 1)
     report = {"args": vars(args), "checks": []}
