@@ -233,7 +233,7 @@ class AttentionTap:
 def target_mass(tap: AttentionTap, ground: Sequence[Sequence[tuple[int, Sequence[int]]]],
                 heads: Sequence[tuple[int, int]] | None = None) -> tuple[list[tuple[int, int]], torch.Tensor] | None:
     """The attention mass each tapped head puts on the targets: the (row, query) pairs of ``ground``
-    (one list per batch row, from ``clue_line_targets``) and a [heads, pairs] tensor; None when the
+    (one list per batch row, from ``clue_line_targets`` or ``letter_targets``) and a [heads, pairs] tensor; None when the
     batch has no grounded token.  ``heads``: a subset of the tap's (default: all of them)."""
     pairs = [(b, q, t) for b, row in enumerate(ground) for q, t in row]
     if not pairs:
@@ -252,7 +252,8 @@ def target_mass(tap: AttentionTap, ground: Sequence[Sequence[tuple[int, Sequence
 def grounding_loss(tap: AttentionTap, ground: Sequence[Sequence[tuple[int, Sequence[int]]]],
                    heads: Sequence[tuple[int, int]] | None = None) -> tuple[torch.Tensor, float] | None:
     """Mean ``-log`` attention mass on the targets over every grounded (row, query) and every
-    tapped head, and the mean mass; None when the batch has no grounded token."""
+    head of ``heads`` (default: every tapped head), and the mean mass; None when the batch has no
+    grounded token."""
     found = target_mass(tap, ground, heads)
     if found is None:
         return None
