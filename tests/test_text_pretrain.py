@@ -156,9 +156,69 @@ def test_stage1_and_baselines_train_on_copy_rows_only_when_asked(tmp_path):
     from recipe_helpers import baseline_config, stage1_config, tiny_split
 
     split = tiny_split(tmp_path / "train", n=4, seed=41)
-    stage1.run(stage1_config(split, tmp_path / "s1", steps=2, **{"loss.copy_weight": 0.5, "loss.copy_rows": 2}))
-    assert all("copy_loss" in r for r in read_metrics(tmp_path / "s1"))
+    stage1.run(stage1_config(split, tmp_path / "s1", steps=2, **{"loss.copy_weight": 0.5, "loss.copy_rows": 2,
+                                                                  "loss.copy_heads": "0:1,1:1"}))
+    assert all("copy_loss" in r and 0 <= r["induction_mass"] <= 1 for r in read_metrics(tmp_path / "s1"))
     baselines.run(baseline_config("direct", split, tmp_path / "d", steps=2, **{"loss.copy_weight": 1.0}))
     assert all("copy_loss" in r for r in read_metrics(tmp_path / "d"))
     stage1.run(stage1_config(split, tmp_path / "off", steps=1))
     assert not any("copy_loss" in r for r in read_metrics(tmp_path / "off"))
+
+
+def test_copy_attention_targets_point_at_the_previous_token_and_at_the_token_to_copy():
+    from training.text_pretrain import copy_attention_targets
+
+    ids, labels, spans = repeat_batch(list(range(100, 400)), 16, 96, torch.Generator().manual_seed(3),
+                                      span=(6, 40), with_spans=True)
+    again_ids, again_labels = repeat_batch(list(range(100, 400)), 16, 96, torch.Generator().manual_seed(3), span=(6, 40))
+    assert torch.equal(ids, again_ids) and torch.equal(labels, again_labels)  # spans do not change the draw
+    prev, induction = copy_attention_targets(spans, 96)
+    for row, lab, p, ind in zip(ids.tolist(), labels.tolist(), prev, induction):
+        assert p == [(t, (t - 1,)) for t in range(1, 96)]
+        labelled = [t for t, v in enumerate(lab) if v != -100]
+        assert [q + 1 for q, _ in ind] == labelled  # one query before every labelled token
+        for q, (target,) in ind:
+            assert target < q and row[target] == lab[q + 1]  # looks at the token it must predict
+            assert row[target - 1] == row[q]  # ... the one after an earlier occurrence of its own token
+
+
+@pytest.mark.parametrize("text", ["1:0", "2:0,1:0", "1:0,1:1", "0:0,1:0,2:0", "1-0,2:0"])
+def test_copy_heads_want_a_previous_token_head_before_an_induction_head(text):
+    from cluenet.errors import ConfigError
+    from training.config import LossConfig
+    from training.text_pretrain import copy_heads
+
+    with pytest.raises(ConfigError, match="copy_heads|grounding_heads"):
+        copy_heads(text)
+    with pytest.raises(ConfigError):
+        LossConfig(copy_weight=1.0, copy_heads=text)
+    LossConfig(copy_weight=0.0, copy_heads=text)  # off: not read
+    assert copy_heads("1:2, 2:2") == ((1, 2), (2, 2))
+
+
+def test_supervised_copy_heads_add_their_loss_and_learn_where_to_look(tiny_qwen2_vl):
+    import copy
+
+    from training.diagnose import adamw_step
+    from training.text_pretrain import with_copy_rows
+
+    model, processor = tiny_qwen2_vl
+    model = copy.deepcopy(model)  # trained below: leave the session's fixture alone
+    tok = processor.tokenizer
+    base = lambda model, batch: (torch.tensor(0.5), {})  # noqa: E731
+    plain = with_copy_rows(base, tok, 1.0, rows=4)
+    heads = with_copy_rows(base, tok, 1.0, rows=4, heads="0:1,1:1", model=model)
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 8]])}
+    with torch.no_grad():
+        loss_plain, m_plain = plain(model, batch)
+        loss_heads, m = heads(model, batch)
+    assert m["copy_loss"] == pytest.approx(m_plain["copy_loss"]) and 0 <= m["induction_mass"] <= 1
+    # each head adds its mean -log(mass), which is at least -log(mean mass) (Jensen)
+    floor = 0.5 + m["copy_loss"] - torch.log(torch.tensor([m["prev_mass"], m["induction_mass"]])).sum()
+    assert loss_heads.item() >= float(floor) - 1e-4 and loss_heads.item() > loss_plain.item()
+    before = m["prev_mass"]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for step in range(30):
+        loss, m = heads(model, {"input_ids": torch.tensor([[step, 6, 7, 8]])})
+        adamw_step(model, opt, loss)
+    assert m["prev_mass"] > max(0.5, 2 * before)  # position-only attention: learnt in a few steps

@@ -219,7 +219,9 @@ class LossConfig:
 
     ``copy_weight`` x the loss of ``copy_rows`` stage-0b copy rows a step (``training.text_pretrain.with_copy_rows``;
     0, the default, turns it off) trains an induction circuit alongside the task, in stage 1 and the
-    baselines alike (stage 2 ignores it)."""
+    baselines alike (stage 2 ignores it).  ``copy_heads`` ("" off; e.g. "1:2,2:2") also supervises
+    where two heads look on those rows: the first on the previous token, the second (a later layer)
+    on the token to copy (``training.text_pretrain.copy_attention_targets``)."""
 
     answer_weight: float = 1.0
     extraction_weight: float = 1.0
@@ -230,12 +232,17 @@ class LossConfig:
     grounding_letter_heads: str = ""  # the heads the letters' targets supervise ("": grounding_heads)
     copy_weight: float = 0.0
     copy_rows: int = 8
+    copy_heads: str = ""  # previous-token head, induction head ("": attention not supervised)
 
     def __post_init__(self) -> None:
         for name in ("answer_weight", "extraction_weight", "reasoning_weight", "grounding_weight", "copy_weight"):
             v = getattr(self, name)
             _require(_finite(v) and v >= 0, name, v, "a finite float >= 0")
         _require(self.copy_rows >= 1, "copy_rows", self.copy_rows, "an int >= 1")
+        if self.copy_weight > 0 and self.copy_heads:
+            from training.text_pretrain import copy_heads
+
+            copy_heads(self.copy_heads)
         if self.grounding_weight > 0:
             from training.grounding import parse_heads
 

@@ -62,7 +62,8 @@ def setup(cfg: Any, samples: Sequence[Sample] | None = None, rows=None, model_ov
     loss = (grounded_loss(loss_fn, built.model, cfg.loss.grounding_weight, cfg.loss.grounding_heads,
                           cfg.loss.grounding_letter_heads) if grounding else loss_fn)
     if cfg.loss.copy_weight > 0:
-        loss = with_copy_rows(loss, built.processor.tokenizer, cfg.loss.copy_weight, cfg.loss.copy_rows, cfg.train.seed)
+        loss = with_copy_rows(loss, built.processor.tokenizer, cfg.loss.copy_weight, cfg.loss.copy_rows, cfg.train.seed,
+                              heads=cfg.loss.copy_heads, model=built.model)
     trainer = Trainer(built.model, loss, dataset, train=cfg.train, optim=cfg.optim,
                       collate_fn=common.collator(built.processor), lengths=lengths, run_config=cfg,
                       num_workers=cfg.data.num_workers)

@@ -37,10 +37,13 @@ SPAN = (6, 40)  # segment lengths drawn from [6, 40)
 
 
 def repeat_batch(pool: Sequence[int], batch: int, length: int, gen: torch.Generator,
-                 span: tuple[int, int] = SPAN) -> tuple[torch.Tensor, torch.Tensor]:
+                 span: tuple[int, int] = SPAN, with_spans: bool = False):
     """Rows of ``length`` random ids from ``pool`` in which a segment (its length drawn from
     ``span``) recurs 0-3 tokens after its first occurrence, at a random place; labels on the
-    recurrence from its second token on (its first token cannot be predicted)."""
+    recurrence from its second token on (its first token cannot be predicted).
+
+    Returns ``(ids, labels)``, and with ``with_spans`` also each row's ``(first, again, n)``: where
+    the segment starts, where it recurs and its length (``copy_attention_targets`` wants them)."""
     def draw(lo: int, hi: int) -> int:
         return int(torch.randint(lo, hi, (1,), generator=gen))
 
@@ -48,13 +51,51 @@ def repeat_batch(pool: Sequence[int], batch: int, length: int, gen: torch.Genera
         raise ValueError(f"rows of {length} tokens cannot hold two segments of up to {span[1] - 1}")
     ids = torch.tensor(list(pool))[torch.randint(0, len(pool), (batch, length), generator=gen)]
     labels = torch.full_like(ids, -100)
+    spans = []
     for row, lab in zip(ids, labels):
         n = draw(*span)
         first = draw(0, length - 2 * n - 3)
         again = first + n + draw(0, 4)
         row[again:again + n] = row[first:first + n].clone()
         lab[again + 1:again + n] = row[again + 1:again + n]
-    return ids, labels
+        spans.append((first, again, n))
+    return (ids, labels, spans) if with_spans else (ids, labels)
+
+
+def copy_heads(text: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``loss.copy_heads`` / ``--heads``: ``"1:2,2:2"`` -> the previous-token head and the
+    induction head; ConfigError unless there are exactly two and the first is in an earlier layer
+    (the induction head reads what the previous-token head wrote)."""
+    from cluenet.errors import ConfigError
+    from training.grounding import parse_heads
+
+    heads = parse_heads(text)
+    if len(heads) != 2 or heads[0][0] >= heads[1][0]:
+        raise ConfigError(f"copy_heads wants two 'layer:head' pairs, the previous-token head in an earlier layer "
+                          f"than the induction head (e.g. '1:2,2:2'), got {text!r}")
+    return heads[0], heads[1]
+
+
+def copy_attention_targets(spans: Sequence[tuple[int, int, int]], length: int):
+    """Where an induction circuit looks on copy rows, as grounding targets (one list a row of
+    ``(query, targets)``, like ``training.grounding.letter_targets``): the previous-token head at
+    every position on the position before it; the induction head at each token of the recurrence
+    (but its last) on the token that followed that token's first occurrence, the one to copy."""
+    prev = [[(t, (t - 1,)) for t in range(1, length)] for _ in spans]
+    induction = [[(again + j, (first + j + 1,)) for j in range(n - 1)] for first, again, n in spans]
+    return prev, induction
+
+
+def _head_loss(tap: Any, spans: Sequence[tuple[int, int, int]], length: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """The grounding loss of ``tap``'s two heads (previous-token, induction) on copy rows, and their mean masses."""
+    from training.grounding import grounding_loss
+
+    prev_head, induction_head = tap.heads
+    prev, induction = copy_attention_targets(spans, length)
+    p_loss, p_mass = grounding_loss(tap, prev, [prev_head])
+    i_loss, i_mass = grounding_loss(tap, induction, [induction_head])
+    tap.seen.clear()
+    return p_loss + i_loss, {"prev_mass": p_mass, "induction_mass": i_mass}
 
 
 def text_pool(tokenizer: Any) -> list[int]:
@@ -64,22 +105,34 @@ def text_pool(tokenizer: Any) -> list[int]:
 
 
 def with_copy_rows(base_loss: Any, tokenizer: Any, weight: float, rows: int, seed: int = 0,
-                   length: int = 128):
+                   length: int = 128, heads: str = "", model: torch.nn.Module | None = None):
     """Wrap a recipe's ``loss_fn(model, batch) -> (loss, metrics)``: add ``weight`` x the
     next-token loss of ``rows`` copy rows (``repeat_batch``) to every batch, so that the
     induction circuit stage 0b gives forms during the task's own training instead of before
     it.  The rows are drawn from a generator seeded by ``seed`` and the batch's token ids: the same
     batch gets the same rows, so a resumed run sees what an uninterrupted one saw.  Metrics gain
-    ``copy_loss``."""
+    ``copy_loss``.
+
+    ``heads`` (``copy_heads``; needs ``model``) also supervises where two heads look on those rows,
+    with the grounding loss (``-log`` of the attention mass on the target) at the same weight: the
+    first on the previous token, the second, in a later layer, on the token to copy
+    (``copy_attention_targets``); metrics gain ``prev_mass`` and ``induction_mass``."""
+    from training.grounding import AttentionTap
+
     pool = text_pool(tokenizer)
+    tap = AttentionTap(model, list(copy_heads(heads))) if heads else None
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, Any]):
         loss, metrics = base_loss(model, batch)
         ids = batch["input_ids"]
         gen = torch.Generator().manual_seed(seed * 1_000_003 + int(ids.sum()) % 2**31)
-        copy_ids, labels = repeat_batch(pool, rows, length, gen)
+        copy_ids, labels, spans = repeat_batch(pool, rows, length, gen, with_spans=True)
         extra = model(input_ids=copy_ids.to(ids.device), labels=labels.to(ids.device), use_cache=False).loss
-        return loss + weight * extra, {**metrics, "copy_loss": float(extra.detach())}
+        metrics = {**metrics, "copy_loss": float(extra.detach())}
+        if tap is not None:
+            head_loss, masses = _head_loss(tap, spans, length)
+            extra, metrics = extra + head_loss, {**metrics, **masses}
+        return loss + weight * extra, metrics
 
     return loss_fn
 
@@ -98,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=100, help="check the held-out rows every N steps")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--sizes", default="", help="JSON overrides of training.model_build.SMALL_SIZES")
+    p.add_argument("--heads", default="",
+                   help="supervise a previous-token head and an induction head, e.g. '1:2,2:2' (loss.copy_heads)")
     p.add_argument("--init", default=None,
                    help="a text.safetensors to start from (e.g. training.ground_pretrain's) instead of the seeded init")
     return p
@@ -124,13 +179,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     recall = recall_held(pools, args.seed + 1)
     report = {"args": vars(args), "checks": []}
     t0, reached = time.time(), False
+    tap = None
+    if args.heads:
+        from cluenet.errors import ConfigError
+        from training.grounding import AttentionTap
+
+        try:
+            tap = AttentionTap(model, list(copy_heads(args.heads)))
+        except ConfigError as exc:
+            raise SystemExit(f"--heads: {exc}") from None
+    masses: dict[str, float] = {}
     for step in range(1, args.steps + 1):
         warm_up(opt, step, args.warmup)
-        ids, labels = repeat_batch(pools["text"], args.batch, args.length, gen)
-        adamw_step(model, opt, model(input_ids=ids, labels=labels).loss)
+        ids, labels, spans = repeat_batch(pools["text"], args.batch, args.length, gen, with_spans=True)
+        loss = model(input_ids=ids, labels=labels).loss
+        if tap is not None:
+            head_loss, masses = _head_loss(tap, spans, args.length)
+            loss = loss + head_loss
+        adamw_step(model, opt, loss)
         if step % args.every == 0 or step == args.steps:
             row = {"step": step, "seconds": round(time.time() - t0), "repeat_accuracy": held_accuracy(model, held),
-                   "recall_accuracy_zero_shot": held_accuracy(model, recall)}
+                   "recall_accuracy_zero_shot": held_accuracy(model, recall),
+                   **{k: round(v, 3) for k, v in masses.items()}}
             report["checks"].append(row)
             print(json.dumps(row), flush=True)
             if row["repeat_accuracy"] >= args.until:
