@@ -2,6 +2,7 @@
 attention against the model's own, and the loss inside stage 1."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,51 @@ def test_tapped_heads_equal_the_model_s_attention_with_video_rows(split, tiny_qw
         model.set_attn_implementation(before)
 
 
+def test_the_loss_keeps_a_gradient_when_a_head_puts_almost_nothing_on_its_target(tiny_qwen2_vl):
+    """-log(mass) is taken in log space: a clamp at a small mass would have left such a head
+    without any gradient (measured: a letter head at mass 1e-28 whose loss sat at the clamp)."""
+    model, _ = tiny_qwen2_vl
+    ids = torch.arange(5, 45)[None]
+    tap = grounding.AttentionTap(model, [(1, 0)])
+    try:
+        q_proj = grounding.text_layers(model)[1].self_attn.q_proj
+        with torch.no_grad():  # a head that looks only at its own token: position 0 gets ~nothing
+            saved = q_proj.weight.clone()
+            q_proj.weight.mul_(1e4)
+            model(input_ids=ids, use_cache=False)
+            _, mass = grounding.target_mass(tap, [[(39, (0,))]])
+            model(input_ids=ids, use_cache=False)
+        loss, _ = grounding.grounding_loss(tap, [[(39, (0,))]])
+        assert float(mass) < 1e-6 and torch.isfinite(loss) and float(loss) > -math.log(1e-6)  # past any clamp
+        loss.backward()
+        assert q_proj.weight.grad is not None and q_proj.weight.grad.abs().sum() > 0
+    finally:
+        with torch.no_grad():
+            q_proj.weight.copy_(saved)
+        model.zero_grad(set_to_none=True)
+        tap.remove()
+
+
+def test_a_detached_term_trains_its_head_s_query_and_key_only(tiny_qwen2_vl):
+    model, _ = tiny_qwen2_vl
+    ids = torch.arange(5, 45)[None]
+    layers = grounding.text_layers(model)
+    tap = grounding.AttentionTap(model, [(1, 0)])
+    try:
+        for detach in (False, True):
+            model.zero_grad(set_to_none=True)
+            model(input_ids=ids, use_cache=False)
+            loss, _ = grounding.grounding_loss(tap, [[(39, (3, 4))]], detach=detach)
+            loss.backward()
+            own = layers[1].self_attn.q_proj.weight.grad
+            below = layers[0].self_attn.v_proj.weight.grad
+            assert own is not None and own.abs().sum() > 0
+            assert (below is None) == detach  # the layer below learns only without detach
+    finally:
+        model.zero_grad(set_to_none=True)
+        tap.remove()
+
+
 def test_bad_grounding_heads_are_refused(tiny_qwen2_vl):
     with pytest.raises(ConfigError, match="layer:head"):
         LossConfig(grounding_weight=1.0, grounding_heads="1-0")
@@ -107,6 +153,8 @@ def test_bad_grounding_heads_are_refused(tiny_qwen2_vl):
         grounding.AttentionTap(tiny_qwen2_vl[0], [(9, 0)])
     with pytest.raises(ConfigError, match="heads"):
         grounding.AttentionTap(tiny_qwen2_vl[0], [(0, 64)])
+    with pytest.raises(ConfigError, match="grounding_letter_target"):
+        LossConfig(grounding_letter_target="words")
 
 
 def test_stage1_with_grounding_learns_where_the_clues_are(split, tmp_path):
@@ -152,6 +200,10 @@ def test_letter_targets_point_at_the_right_option_s_own_words_then_at_the_letter
         words = [tokenizer.decode([e.input_ids[p]]).strip().rstrip(".") for p in first]
         assert sorted(words) == sorted([*own, letter]), (words, own)  # "because it hit the" left out
         assert [t for _, t in found] == [(*first, *e.answer_positions[:k]) for k in range(n_letters)]
+        alone = grounding.letter_targets(tokenizer, e.input_ids, len(prompt), e.answer_positions, sample.answer,
+                                         letter_only=True)
+        (letter_pos,) = [p for p in first if tokenizer.decode([e.input_ids[p]]).strip().rstrip(".") == letter]
+        assert alone == [(q, (letter_pos, *e.answer_positions[:k])) for k, (q, _) in enumerate(found)]
     no_letter = [t for t in prompt if tokenizer.decode([t]).strip() != letter]
     e = prompts.encode_pair(tokenizer, no_letter, prompts.direct_target(sample.answer))
     assert grounding.letter_targets(tokenizer, e.input_ids, len(no_letter), e.answer_positions, sample.answer) == []

@@ -215,7 +215,10 @@ class LossConfig:
     ``grounding_letters`` also grounds the decisive letters (``training.grounding.letter_targets``:
     the chain's closing letter on the right option's own words and letter in the prompt, the
     answer's on those and the chain's letter), as a term of its own on ``grounding_letter_heads``,
-    in stage 1 and in the baselines alike, since both write them.
+    in stage 1 and in the baselines alike, since both write them; ``grounding_letter_target="letter"``
+    narrows the chain letter's targets to the option's letter (for an induction head), and
+    ``grounding_letter_detach`` keeps that term from rewiring the layers below its heads (measured:
+    without it the term turned the previous-token head at the options' letters onto the letter itself).
 
     ``copy_weight`` x the loss of ``copy_rows`` stage-0b copy rows a step (``training.text_pretrain.with_copy_rows``;
     0, the default, turns it off) trains an induction circuit alongside the task, in stage 1 and the
@@ -230,6 +233,8 @@ class LossConfig:
     grounding_heads: str = "1:0,2:0"
     grounding_letters: bool = False
     grounding_letter_heads: str = ""  # the heads the letters' targets supervise ("": grounding_heads)
+    grounding_letter_target: str = "option"  # the chain letter's targets: the option's words and letter, or "letter"
+    grounding_letter_detach: bool = False  # the letters' term trains its heads' query/key projections only
     copy_weight: float = 0.0
     copy_rows: int = 8
     copy_heads: str = ""  # previous-token head, induction head ("": attention not supervised)
@@ -239,6 +244,8 @@ class LossConfig:
             v = getattr(self, name)
             _require(_finite(v) and v >= 0, name, v, "a finite float >= 0")
         _require(self.copy_rows >= 1, "copy_rows", self.copy_rows, "an int >= 1")
+        _require(self.grounding_letter_target in ("option", "letter"), "grounding_letter_target",
+                 self.grounding_letter_target, "'option' or 'letter'")
         if self.copy_weight > 0 and self.copy_heads:
             from training.text_pretrain import copy_heads
 

@@ -160,7 +160,8 @@ def stage1_row(tokenizer: Any, prefix: Prefix, sample: Sample, loss: LossConfig,
     weights = _weights_for(labels, r.answer_positions, loss.reasoning_weight, loss.answer_weight)
     weights[n:n + len(clues_ids)] = [loss.extraction_weight] * len(clues_ids)
     ground = grounder(sample, prefix, n) if grounder is not None else []
-    letters = (letter_targets(tokenizer, r.input_ids, n, r.answer_positions, sample.answer)
+    letters = (letter_targets(tokenizer, r.input_ids, n, r.answer_positions, sample.answer,
+                              loss.grounding_letter_target == "letter")
                if grounder is not None and loss.grounding_letters else [])
     return _checked(Row(list(r.input_ids), labels, weights, prefix.vision, group="E+R", ground=ground,
                         ground_letters=letters))
@@ -172,7 +173,8 @@ def baseline_row(tokenizer: Any, prefix: Prefix, sample: Sample, kind: str, loss
     target = prompts.direct_target(sample.answer) if kind == "direct" else prompts.cot_target(sample.chain, sample.answer)
     e = prompts.encode_pair(tokenizer, prefix.ids, target)
     weights = _weights_for(e.labels, e.answer_positions, loss.reasoning_weight, loss.answer_weight)
-    letters = (letter_targets(tokenizer, e.input_ids, len(prefix.ids), e.answer_positions, sample.answer)
+    letters = (letter_targets(tokenizer, e.input_ids, len(prefix.ids), e.answer_positions, sample.answer,
+                              loss.grounding_letter_target == "letter")
                if loss.grounding_weight > 0 and loss.grounding_letters else [])
     return _checked(Row(list(e.input_ids), list(e.labels), weights, prefix.vision, group=kind, ground_letters=letters))
 

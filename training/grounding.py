@@ -45,7 +45,6 @@ import torch
 from cluenet.errors import ConfigError
 from cluenet.schema import Clue
 
-EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ def clue_line_targets(tokenizer: Any, clues: Sequence[Clue], block_start: int, l
 
 
 def letter_targets(tokenizer: Any, ids: Sequence[int], prompt_len: int, letter_positions: Sequence[int],
-                   answer: int) -> list[tuple[int, tuple[int, ...]]]:
+                   answer: int, letter_only: bool = False) -> list[tuple[int, tuple[int, ...]]]:
     """(query position, target positions) for the decisive letters of a row (``loss.grounding_letters``).
 
     ``letter_positions`` are the target's letters in order (``prompts.encode_pair``'s
@@ -127,7 +126,12 @@ def letter_targets(tokenizer: Any, ids: Sequence[int], prompt_len: int, letter_p
     lines of the prompt (the option and the question), since the chain has just restated them.
     Words every option shares ("because it hit the") are left out: attending to them finds every
     option equally.  Each later letter looks at those and at the letters before it, which it
-    copies.  Empty when the prompt does not show the letter as one token."""
+    copies.  Empty when the prompt does not show the letter as one token.
+
+    ``letter_only`` (``loss.grounding_letter_target="letter"``): the first letter looks at the
+    option's letter alone.  For an induction head (``loss.copy_heads``) that is the token after the
+    option's last word, the one it copies; the option's words are a shortcut it must not take
+    (the same word as the query, but nothing to copy there)."""
     from collections import Counter
 
     from cluenet.prompts import LETTERS, encode_text
@@ -140,7 +144,7 @@ def letter_targets(tokenizer: Any, ids: Sequence[int], prompt_len: int, letter_p
     lines = _lines(tokenizer, ids, prompt_len)
     on_lines = Counter(t for line in lines for t in {ids[p] for p in line})
     line = next(line for line in lines if shown[-1] in line)
-    out, sources = [], [p for p in line if p == shown[-1] or on_lines[ids[p]] <= 2]
+    out, sources = [], [p for p in line if p == shown[-1] or (on_lines[ids[p]] <= 2 and not letter_only)]
     for p in letter_positions:
         out.append((p - 1, tuple(sources)))
         sources = [*sources, p]
@@ -212,10 +216,15 @@ class AttentionTap:
             h.remove()
         self.seen.clear()
 
-    def attention(self, layer: int, head: int, rows: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    def attention(self, layer: int, head: int, rows: torch.Tensor, queries: torch.Tensor,
+                  log: bool = False, detach: bool = False) -> torch.Tensor:
         """Attention probabilities [N, L] of ``head`` in ``layer`` at (row, query position) pairs
-        of the last forward (causal: keys after the query get 0)."""
+        of the last forward (causal: keys after the query get 0); their logs with ``log``.  With
+        ``detach`` the layer's input is detached: a loss on them trains this head's query and key
+        projections only, not the layers below."""
         module, hidden, (cos, sin) = self.seen[layer]
+        if detach:
+            hidden = hidden.detach()
         d = module.head_dim
         kv = head // module.num_key_value_groups
         qw, kw = module.q_proj, module.k_proj
@@ -227,14 +236,18 @@ class AttentionTap:
         q, k = rotary(q[:, None], k[:, None], cos, sin)
         scores = torch.einsum("nd,nld->nl", q[rows, 0, queries], k[rows, 0]) * module.scaling
         later = torch.arange(k.shape[2], device=scores.device)[None, :] > queries[:, None]
-        return scores.masked_fill(later, float("-inf")).softmax(-1)
+        scores = scores.masked_fill(later, float("-inf"))
+        return scores.log_softmax(-1) if log else scores.softmax(-1)
 
 
 def target_mass(tap: AttentionTap, ground: Sequence[Sequence[tuple[int, Sequence[int]]]],
-                heads: Sequence[tuple[int, int]] | None = None) -> tuple[list[tuple[int, int]], torch.Tensor] | None:
+                heads: Sequence[tuple[int, int]] | None = None, log: bool = False,
+                detach: bool = False) -> tuple[list[tuple[int, int]], torch.Tensor] | None:
     """The attention mass each tapped head puts on the targets: the (row, query) pairs of ``ground``
-    (one list per batch row, from ``clue_line_targets`` or ``letter_targets``) and a [heads, pairs] tensor; None when the
-    batch has no grounded token.  ``heads``: a subset of the tap's (default: all of them)."""
+    (one list per batch row, from ``clue_line_targets`` or ``letter_targets``) and a [heads, pairs] tensor
+    (with ``log``, the log of each mass, computed in log space so that it keeps a gradient however
+    small the mass); None when the batch has no grounded token.  ``heads``: a subset of the tap's
+    (default: all of them); ``detach``: see ``AttentionTap.attention``."""
     pairs = [(b, q, t) for b, row in enumerate(ground) for q, t in row]
     if not pairs:
         return None
@@ -244,21 +257,27 @@ def target_mass(tap: AttentionTap, ground: Sequence[Sequence[tuple[int, Sequence
     mask = torch.zeros((len(pairs), some.shape[1]), dtype=torch.bool, device=some.device)
     for n, (_, _, targets) in enumerate(pairs):
         mask[n, list(targets)] = True
-    mass = torch.stack([(tap.attention(layer, head, rows, queries).float() * mask).sum(-1)
-                        for layer, head in (heads or tap.heads)])
+    chosen = heads or tap.heads
+    if log:
+        mass = torch.stack([tap.attention(layer, head, rows, queries, log=True, detach=detach).float()
+                            .masked_fill(~mask, float("-inf")).logsumexp(-1) for layer, head in chosen])
+    else:
+        mass = torch.stack([(tap.attention(layer, head, rows, queries, detach=detach).float() * mask).sum(-1)
+                            for layer, head in chosen])
     return [(b, q) for b, q, _ in pairs], mass
 
 
 def grounding_loss(tap: AttentionTap, ground: Sequence[Sequence[tuple[int, Sequence[int]]]],
-                   heads: Sequence[tuple[int, int]] | None = None) -> tuple[torch.Tensor, float] | None:
+                   heads: Sequence[tuple[int, int]] | None = None, detach: bool = False) -> tuple[torch.Tensor, float] | None:
     """Mean ``-log`` attention mass on the targets over every grounded (row, query) and every
     head of ``heads`` (default: every tapped head), and the mean mass; None when the batch has no
-    grounded token."""
-    found = target_mass(tap, ground, heads)
+    grounded token.  The log is taken in log space (``target_mass(log=True)``): a head that puts
+    almost nothing on its targets still gets a gradient.  ``detach``: see ``AttentionTap.attention``."""
+    found = target_mass(tap, ground, heads, log=True, detach=detach)
     if found is None:
         return None
-    mass = found[1]
-    return -torch.log(mass.clamp_min(EPS)).mean(), float(mass.detach().mean())
+    log_mass = found[1]
+    return -log_mass.mean(), float(log_mass.detach().exp().mean())
 
 
 class ClueGrounder:
@@ -299,21 +318,24 @@ class ClueGrounder:
         return clue_line_targets(self.tokenizer, sample.clues, block_start, layout, cells, cw.GRID if cells else 0)
 
 
-def grounded_loss(base_loss: Any, model: torch.nn.Module, weight: float, heads: str, letter_heads: str = ""):
+def grounded_loss(base_loss: Any, model: torch.nn.Module, weight: float, heads: str, letter_heads: str = "",
+                  letter_detach: bool = False):
     """Wrap a recipe's ``loss_fn(model, batch) -> (loss, metrics)``: add ``weight`` x the grounding
     loss of ``heads`` on batches that carry grounding targets; metrics gain ``ground_loss`` and
     ``ground_mass`` (mean attention mass on the targets).  The letters' targets
     (``batch["ground_letters"]``, two a row against ~80 clue tokens) are a term of their own with the
     same weight, so that they are not drowned; their metrics are ``letter_loss`` and ``letter_mass``.
-    ``letter_heads`` supervises other heads for the letters ("": the same ``heads``)."""
+    ``letter_heads`` supervises other heads for the letters ("": the same ``heads``); with
+    ``letter_detach`` the letters' term trains those heads' query and key projections only."""
     clue_heads = parse_heads(heads)
     letter_set = parse_heads(letter_heads) if letter_heads else clue_heads
     tap = AttentionTap(model, list(dict.fromkeys([*clue_heads, *letter_set])))
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, Any]):
         loss, metrics = base_loss(model, batch)
-        for key, name, chosen in (("ground", "ground", clue_heads), ("ground_letters", "letter", letter_set)):
-            extra = grounding_loss(tap, batch[key], chosen) if batch.get(key) else None
+        for key, name, chosen, detach in (("ground", "ground", clue_heads, False),
+                                          ("ground_letters", "letter", letter_set, letter_detach)):
+            extra = grounding_loss(tap, batch[key], chosen, detach) if batch.get(key) else None
             if extra is not None:
                 g, mass = extra
                 loss = loss + weight * g

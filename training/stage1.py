@@ -60,7 +60,7 @@ def setup(cfg: Any, samples: Sequence[Sample] | None = None, rows=None, model_ov
     common.attach_store(dataset, cfg.data.train_path)
     lengths = tdata.token_lengths(dataset) if cfg.train.length_grouping else None
     loss = (grounded_loss(loss_fn, built.model, cfg.loss.grounding_weight, cfg.loss.grounding_heads,
-                          cfg.loss.grounding_letter_heads) if grounding else loss_fn)
+                          cfg.loss.grounding_letter_heads, cfg.loss.grounding_letter_detach) if grounding else loss_fn)
     if cfg.loss.copy_weight > 0:
         loss = with_copy_rows(loss, built.processor.tokenizer, cfg.loss.copy_weight, cfg.loss.copy_rows, cfg.train.seed,
                               heads=cfg.loss.copy_heads, model=built.model)
