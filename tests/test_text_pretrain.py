@@ -157,7 +157,7 @@ def test_stage1_and_baselines_train_on_copy_rows_only_when_asked(tmp_path):
 
     split = tiny_split(tmp_path / "train", n=4, seed=41)
     stage1.run(stage1_config(split, tmp_path / "s1", steps=2, **{"loss.copy_weight": 0.5, "loss.copy_rows": 2,
-                                                                  "loss.copy_heads": "0:1,1:1"}))
+                                                                  "loss.copy_heads": "0:1,1:1", "loss.lookup_rows": 1}))
     assert all("copy_loss" in r and 0 <= r["induction_mass"] <= 1 for r in read_metrics(tmp_path / "s1"))
     baselines.run(baseline_config("direct", split, tmp_path / "d", steps=2, **{"loss.copy_weight": 1.0}))
     assert all("copy_loss" in r for r in read_metrics(tmp_path / "d"))
@@ -222,3 +222,27 @@ def test_supervised_copy_heads_add_their_loss_and_learn_where_to_look(tiny_qwen2
         loss, m = heads(model, {"input_ids": torch.tensor([[step, 6, 7, 8]])})
         adamw_step(model, opt, loss)
     assert m["prev_mass"] > max(0.5, 2 * before)  # position-only attention: learnt in a few steps
+
+
+def test_lookup_rows_restate_one_lettered_line_and_send_the_induction_head_to_its_letter():
+    from training.text_pretrain import copy_attention_targets, lookup_batch
+
+    pool, letters, newline = list(range(100, 400)), [11, 12, 13, 14, 15], 10
+    ids, labels, spans = lookup_batch(pool, letters, newline, 32, 128, torch.Generator().manual_seed(4))
+    assert ids.shape == labels.shape == (32, 128)
+    chosen = set()
+    for row, lab, (first, again, n) in zip(ids.tolist(), labels.tolist(), spans):
+        lines = [i for i, t in enumerate(row[:-1]) if t in letters and row[i + 1] == newline]
+        assert [row[i] for i in lines] == letters  # five lines, lettered in order
+        assert row[again:again + n] == row[first:first + n] and row[again + n - 1] in letters
+        assert first + n - 1 in lines and 3 <= n <= 5  # a whole line: 2-4 words and its letter
+        last_words = [row[i - 1] for i in lines]
+        assert len(set(last_words)) == 5  # the last word tells the lines apart
+        assert row.count(row[again + n - 2]) >= 3  # the restated last word is also mentioned in between
+        assert [t for t, v in enumerate(lab) if v != -100] == list(range(again + 1, again + n))
+        _, (induction,) = copy_attention_targets([(first, again, n)], 128)
+        assert induction[-1] == (again + n - 2, (first + n - 1,))  # last word -> its line's letter
+        chosen.add(row[again + n - 1])
+    assert len(chosen) >= 4  # the restated line varies
+    with pytest.raises(ValueError, match="cannot hold"):
+        lookup_batch(pool, letters, newline, 1, 40, torch.Generator())

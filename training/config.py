@@ -224,7 +224,8 @@ class LossConfig:
     0, the default, turns it off) trains an induction circuit alongside the task, in stage 1 and the
     baselines alike (stage 2 ignores it).  ``copy_heads`` ("" off; e.g. "1:2,2:2") also supervises
     where two heads look on those rows: the first on the previous token, the second (a later layer)
-    on the token to copy (``training.text_pretrain.copy_attention_targets``)."""
+    on the token to copy (``training.text_pretrain.copy_attention_targets``); ``lookup_rows`` more
+    rows a step are shaped like an option lookup (``training.text_pretrain.lookup_batch``)."""
 
     answer_weight: float = 1.0
     extraction_weight: float = 1.0
@@ -238,12 +239,14 @@ class LossConfig:
     copy_weight: float = 0.0
     copy_rows: int = 8
     copy_heads: str = ""  # previous-token head, induction head ("": attention not supervised)
+    lookup_rows: int = 0  # more copy rows a step shaped like an option lookup (text_pretrain.lookup_batch)
 
     def __post_init__(self) -> None:
         for name in ("answer_weight", "extraction_weight", "reasoning_weight", "grounding_weight", "copy_weight"):
             v = getattr(self, name)
             _require(_finite(v) and v >= 0, name, v, "a finite float >= 0")
         _require(self.copy_rows >= 1, "copy_rows", self.copy_rows, "an int >= 1")
+        _require(self.lookup_rows >= 0, "lookup_rows", self.lookup_rows, "an int >= 0")
         _require(self.grounding_letter_target in ("option", "letter"), "grounding_letter_target",
                  self.grounding_letter_target, "'option' or 'letter'")
         if self.copy_weight > 0 and self.copy_heads:

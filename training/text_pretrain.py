@@ -62,6 +62,50 @@ def repeat_batch(pool: Sequence[int], batch: int, length: int, gen: torch.Genera
     return (ids, labels, spans) if with_spans else (ids, labels)
 
 
+def lookup_batch(pool: Sequence[int], letters: Sequence[int], newline: int, batch: int, length: int,
+                 gen: torch.Generator):
+    """Copy rows shaped like a multiple-choice lookup: ``len(letters)`` lines of 2-4 random words,
+    each closed by its letter and a newline, at a random place; after them the last word of 1-3 lines
+    again, the restated line's among them, each followed by a random word (the clues' mentions of
+    the options' objects); then one line's words restated and its letter (labelled from the
+    restatement's second token on).
+    Returns ``(ids, labels, spans)`` like ``repeat_batch(with_spans=True)``: the segment is the line
+    (its words and letter), so ``copy_attention_targets`` sends the induction head from the
+    restated last word to that line's letter, not to the mentions in between."""
+    def draw(lo: int, hi: int) -> int:
+        return int(torch.randint(lo, hi, (1,), generator=gen))
+
+    def word() -> int:
+        return int(pool[draw(0, len(pool))])
+
+    k = len(letters)
+    if length < k * 6 + 3 * 2 + 5 + 1:
+        raise ValueError(f"rows of {length} tokens cannot hold {k} lines, their mentions and a restatement")
+    ids = torch.tensor(list(pool))[torch.randint(0, len(pool), (batch, length), generator=gen)]
+    labels = torch.full_like(ids, -100)
+    spans = []
+    for row, lab in zip(ids, labels):
+        lines = [[word() for _ in range(draw(2, 5))] for _ in range(k)]
+        while len({line[-1] for line in lines}) < k:  # the last word tells the lines apart
+            lines = [[*line[:-1], word()] for line in lines]
+        block = [t for i, line in enumerate(lines) for t in (*line, letters[i], newline)]
+        j = draw(0, k)
+        mentioned = sorted({j, *(draw(0, k) for _ in range(draw(0, 3)))})
+        mentions = [t for i in mentioned for t in (lines[i][-1], word())]
+        tail = [*lines[j], letters[j]]
+        room = length - len(block) - len(mentions) - len(tail)
+        start = draw(0, room // 2 + 1)
+        gap = draw(0, room - start + 1)
+        first = start + sum(len(line) + 2 for line in lines[:j])
+        again = start + len(block) + len(mentions) + gap
+        row[start:start + len(block)] = torch.tensor(block)
+        row[start + len(block):start + len(block) + len(mentions)] = torch.tensor(mentions, dtype=row.dtype)
+        row[again:again + len(tail)] = torch.tensor(tail)
+        lab[again + 1:again + len(tail)] = row[again + 1:again + len(tail)]
+        spans.append((first, again, len(tail)))
+    return ids, labels, spans
+
+
 def copy_heads(text: str) -> tuple[tuple[int, int], tuple[int, int]]:
     """``loss.copy_heads`` / ``--heads``: ``"1:2,2:2"`` -> the previous-token head and the
     induction head; ConfigError unless there are exactly two and the first is in an earlier layer
@@ -104,8 +148,19 @@ def text_pool(tokenizer: Any) -> list[int]:
     return [i for i in range(len(tokenizer)) if i not in special]
 
 
+def lookup_tokens(tokenizer: Any, k: int = 5) -> tuple[list[int], int]:
+    """The ids of the letters " A".." E" (as ``letter_last`` options end) and of the newline."""
+    from cluenet.prompts import LETTERS, encode_text
+
+    letters = [encode_text(tokenizer, " " + x) for x in LETTERS[:k]]
+    newline = encode_text(tokenizer, "\n")
+    if any(len(x) != 1 for x in letters) or len(newline) != 1:
+        raise ValueError("lookup rows need the letters and the newline as one token each")
+    return [x[0] for x in letters], newline[0]
+
+
 def with_copy_rows(base_loss: Any, tokenizer: Any, weight: float, rows: int, seed: int = 0,
-                   length: int = 128, heads: str = "", model: torch.nn.Module | None = None):
+                   length: int = 128, heads: str = "", model: torch.nn.Module | None = None, lookup_rows: int = 0):
     """Wrap a recipe's ``loss_fn(model, batch) -> (loss, metrics)``: add ``weight`` x the
     next-token loss of ``rows`` copy rows (``repeat_batch``) to every batch, so that the
     induction circuit stage 0b gives forms during the task's own training instead of before
@@ -116,10 +171,12 @@ def with_copy_rows(base_loss: Any, tokenizer: Any, weight: float, rows: int, see
     ``heads`` (``copy_heads``; needs ``model``) also supervises where two heads look on those rows,
     with the grounding loss (``-log`` of the attention mass on the target) at the same weight: the
     first on the previous token, the second, in a later layer, on the token to copy
-    (``copy_attention_targets``); metrics gain ``prev_mass`` and ``induction_mass``."""
+    (``copy_attention_targets``); metrics gain ``prev_mass`` and ``induction_mass``.
+    ``lookup_rows`` more rows a step are ``lookup_batch``'s (lettered lines, one restated, its letter)."""
     from training.grounding import AttentionTap
 
     pool = text_pool(tokenizer)
+    letters, newline = lookup_tokens(tokenizer) if lookup_rows else ([], 0)
     tap = AttentionTap(model, list(copy_heads(heads))) if heads else None
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, Any]):
@@ -127,6 +184,9 @@ def with_copy_rows(base_loss: Any, tokenizer: Any, weight: float, rows: int, see
         ids = batch["input_ids"]
         gen = torch.Generator().manual_seed(seed * 1_000_003 + int(ids.sum()) % 2**31)
         copy_ids, labels, spans = repeat_batch(pool, rows, length, gen, with_spans=True)
+        if lookup_rows:
+            more_ids, more_labels, more_spans = lookup_batch(pool, letters, newline, lookup_rows, length, gen)
+            copy_ids, labels, spans = torch.cat([copy_ids, more_ids]), torch.cat([labels, more_labels]), spans + more_spans
         extra = model(input_ids=copy_ids.to(ids.device), labels=labels.to(ids.device), use_cache=False).loss
         metrics = {**metrics, "copy_loss": float(extra.detach())}
         if tap is not None:
