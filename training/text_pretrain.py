@@ -159,8 +159,12 @@ def lookup_tokens(tokenizer: Any, k: int = 5) -> tuple[list[int], int]:
     return [x[0] for x in letters], newline[0]
 
 
+LOOKUP_LENGTH = 384  # about a ClueWorld stage-1 row: the options sit 100-150 tokens before the chain's letter
+
+
 def with_copy_rows(base_loss: Any, tokenizer: Any, weight: float, rows: int, seed: int = 0,
-                   length: int = 128, heads: str = "", model: torch.nn.Module | None = None, lookup_rows: int = 0):
+                   length: int = 128, heads: str = "", model: torch.nn.Module | None = None, lookup_rows: int = 0,
+                   lookup_length: int = LOOKUP_LENGTH, prev_on_task: bool = False):
     """Wrap a recipe's ``loss_fn(model, batch) -> (loss, metrics)``: add ``weight`` x the
     next-token loss of ``rows`` copy rows (``repeat_batch``) to every batch, so that the
     induction circuit stage 0b gives forms during the task's own training instead of before
@@ -172,26 +176,47 @@ def with_copy_rows(base_loss: Any, tokenizer: Any, weight: float, rows: int, see
     with the grounding loss (``-log`` of the attention mass on the target) at the same weight: the
     first on the previous token, the second, in a later layer, on the token to copy
     (``copy_attention_targets``); metrics gain ``prev_mass`` and ``induction_mass``.
-    ``lookup_rows`` more rows a step are ``lookup_batch``'s (lettered lines, one restated, its letter)."""
+
+    ``lookup_rows`` more rows a step, of ``lookup_length`` tokens, are ``lookup_batch``'s (lettered
+    lines, one restated, its letter), with their own loss and head terms at the same weight;
+    metrics gain ``lookup_loss`` and, with ``heads``, ``lookup_mass`` (the induction head's).  They
+    are longer than the copy rows, whose recurrence is at most ~40 tokens back: an induction head
+    trained on those alone did not look as far back as a stage-1 row's options.
+
+    ``prev_on_task`` (with ``heads``) supervises the previous-token head on the task's own rows as
+    well (every real token after the first); metrics gain ``task_prev_mass``."""
     from training.grounding import AttentionTap
 
     pool = text_pool(tokenizer)
     letters, newline = lookup_tokens(tokenizer) if lookup_rows else ([], 0)
     tap = AttentionTap(model, list(copy_heads(heads))) if heads else None
 
+    def rows_loss(model: torch.nn.Module, ids: torch.Tensor, labels: torch.Tensor, spans: list, device: Any):
+        out = model(input_ids=ids.to(device), labels=labels.to(device), use_cache=False).loss
+        if tap is None:
+            return out, float(out.detach()), {}
+        head_loss, masses = _head_loss(tap, spans, ids.shape[1])
+        return out + head_loss, float(out.detach()), masses
+
     def loss_fn(model: torch.nn.Module, batch: dict[str, Any]):
         loss, metrics = base_loss(model, batch)
         ids = batch["input_ids"]
+        if tap is not None and prev_on_task:  # the tap still holds the task batch's forward
+            from training.grounding import grounding_loss
+
+            real = batch["attention_mask"].sum(-1).tolist() if "attention_mask" in batch else [ids.shape[1]] * len(ids)
+            task_prev, task_mass = grounding_loss(tap, [[(t, (t - 1,)) for t in range(1, int(n))] for n in real],
+                                                  [tap.heads[0]])
+            loss, metrics = loss + weight * task_prev, {**metrics, "task_prev_mass": task_mass}
         gen = torch.Generator().manual_seed(seed * 1_000_003 + int(ids.sum()) % 2**31)
-        copy_ids, labels, spans = repeat_batch(pool, rows, length, gen, with_spans=True)
+        extra, copy_loss, masses = rows_loss(model, *repeat_batch(pool, rows, length, gen, with_spans=True), ids.device)
+        metrics = {**metrics, "copy_loss": copy_loss, **masses}
         if lookup_rows:
-            more_ids, more_labels, more_spans = lookup_batch(pool, letters, newline, lookup_rows, length, gen)
-            copy_ids, labels, spans = torch.cat([copy_ids, more_ids]), torch.cat([labels, more_labels]), spans + more_spans
-        extra = model(input_ids=copy_ids.to(ids.device), labels=labels.to(ids.device), use_cache=False).loss
-        metrics = {**metrics, "copy_loss": float(extra.detach())}
-        if tap is not None:
-            head_loss, masses = _head_loss(tap, spans, length)
-            extra, metrics = extra + head_loss, {**metrics, **masses}
+            more, lookup_loss, masses = rows_loss(
+                model, *lookup_batch(pool, letters, newline, lookup_rows, lookup_length, gen), ids.device)
+            extra = extra + more
+            metrics = {**metrics, "lookup_loss": lookup_loss,
+                       **({"lookup_mass": masses["induction_mass"]} if masses else {})}
         return loss + weight * extra, metrics
 
     return loss_fn
