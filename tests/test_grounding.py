@@ -249,3 +249,22 @@ def test_letter_heads_are_supervised_apart_from_the_clue_heads(split, tmp_path, 
     assert seen == [[(0, 0)], [(1, 1)]]
     with pytest.raises(ConfigError, match="layer:head"):
         LossConfig(grounding_weight=1.0, grounding_letters=True, grounding_letter_heads="2")
+
+
+def test_head_outputs_add_up_to_the_attention_layer_s_output(tiny_qwen2_vl):
+    model, _ = tiny_qwen2_vl
+    attn = grounding.text_layers(model)[1].self_attn
+    n_heads = attn.config.num_attention_heads
+    tap = grounding.AttentionTap(model, [(1, h) for h in range(n_heads)])
+    got = {}
+    hook = attn.register_forward_hook(lambda m, a, out: got.__setitem__("out", out[0].detach()))
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.arange(5, 37)[None], use_cache=False)
+            rows, queries = torch.tensor([0, 0, 0]), torch.tensor([0, 7, 31])
+            total = sum(grounding.head_output(tap, 1, h, rows, queries) for h in range(n_heads))
+        bias = attn.o_proj.bias if attn.o_proj.bias is not None else 0
+        torch.testing.assert_close(total + bias, got["out"][0, queries], rtol=1e-4, atol=1e-5)
+    finally:
+        hook.remove()
+        tap.remove()

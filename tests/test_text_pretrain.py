@@ -158,10 +158,11 @@ def test_stage1_and_baselines_train_on_copy_rows_only_when_asked(tmp_path):
     split = tiny_split(tmp_path / "train", n=4, seed=41)
     stage1.run(stage1_config(split, tmp_path / "s1", steps=2, **{"loss.copy_weight": 0.5, "loss.copy_rows": 2,
                                                                   "loss.copy_heads": "0:1,1:1", "loss.lookup_rows": 1,
-                                                                  "loss.copy_prev_on_task": True}))
+                                                                  "loss.copy_prev_on_task": True, "loss.copy_ov": True}))
     for r in read_metrics(tmp_path / "s1"):
         assert "copy_loss" in r and "lookup_loss" in r
-        assert all(0 <= r[k] <= 1 for k in ("induction_mass", "lookup_mass", "task_prev_mass"))
+        assert all(0 <= r[k] <= 1 for k in ("induction_mass", "lookup_mass", "task_prev_mass", "induction_copy",
+                                            "lookup_copy"))
     baselines.run(baseline_config("direct", split, tmp_path / "d", steps=2, **{"loss.copy_weight": 1.0}))
     assert all("copy_loss" in r for r in read_metrics(tmp_path / "d"))
     stage1.run(stage1_config(split, tmp_path / "off", steps=1))

@@ -241,6 +241,7 @@ class LossConfig:
     copy_heads: str = ""  # previous-token head, induction head ("": attention not supervised)
     lookup_rows: int = 0  # more copy rows a step shaped like an option lookup (text_pretrain.lookup_batch)
     copy_prev_on_task: bool = False  # with copy_heads: the previous-token head supervised on the task's rows too
+    copy_ov: bool = False  # with copy_heads: the induction head's own output trained to predict what it copies
 
     def __post_init__(self) -> None:
         for name in ("answer_weight", "extraction_weight", "reasoning_weight", "grounding_weight", "copy_weight"):

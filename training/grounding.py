@@ -240,6 +240,19 @@ class AttentionTap:
         return scores.log_softmax(-1) if log else scores.softmax(-1)
 
 
+def head_output(tap: AttentionTap, layer: int, head: int, rows: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """What ``head`` of ``layer`` adds to the residual stream at (row, query) pairs of the last
+    forward: its attention-weighted values through its slice of ``o_proj`` ([N, hidden])."""
+    module, hidden, _ = tap.seen[layer]
+    d = module.head_dim
+    kv = head // module.num_key_value_groups
+    vw = module.v_proj
+    v = torch.nn.functional.linear(hidden[rows], vw.weight[kv * d:(kv + 1) * d],
+                                   None if vw.bias is None else vw.bias[kv * d:(kv + 1) * d])
+    mixed = torch.einsum("nl,nld->nd", tap.attention(layer, head, rows, queries).to(v.dtype), v)
+    return mixed @ module.o_proj.weight[:, head * d:(head + 1) * d].T
+
+
 def target_mass(tap: AttentionTap, ground: Sequence[Sequence[tuple[int, Sequence[int]]]],
                 heads: Sequence[tuple[int, int]] | None = None, log: bool = False,
                 detach: bool = False) -> tuple[list[tuple[int, int]], torch.Tensor] | None:

@@ -64,7 +64,7 @@ def setup(cfg: Any, samples: Sequence[Sample] | None = None, rows=None, model_ov
     if cfg.loss.copy_weight > 0:
         loss = with_copy_rows(loss, built.processor.tokenizer, cfg.loss.copy_weight, cfg.loss.copy_rows, cfg.train.seed,
                               heads=cfg.loss.copy_heads, model=built.model, lookup_rows=cfg.loss.lookup_rows,
-                              prev_on_task=cfg.loss.copy_prev_on_task)
+                              prev_on_task=cfg.loss.copy_prev_on_task, copy_ov=cfg.loss.copy_ov)
     trainer = Trainer(built.model, loss, dataset, train=cfg.train, optim=cfg.optim,
                       collate_fn=common.collator(built.processor), lengths=lengths, run_config=cfg,
                       num_workers=cfg.data.num_workers)

@@ -130,16 +130,31 @@ def copy_attention_targets(spans: Sequence[tuple[int, int, int]], length: int):
     return prev, induction
 
 
-def _head_loss(tap: Any, spans: Sequence[tuple[int, int, int]], length: int) -> tuple[torch.Tensor, dict[str, float]]:
-    """The grounding loss of ``tap``'s two heads (previous-token, induction) on copy rows, and their mean masses."""
-    from training.grounding import grounding_loss
+def _head_loss(tap: Any, spans: Sequence[tuple[int, int, int]], length: int, ids: torch.Tensor | None = None,
+               lm_head: torch.nn.Module | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The grounding loss of ``tap``'s two heads (previous-token, induction) on copy rows, and their
+    mean masses.  With ``lm_head`` (and the rows' ``ids``) also the cross-entropy of the induction
+    head's own output read through ``lm_head`` against the token it should copy (its direct logit
+    attribution): that trains its values and output to copy; metric ``induction_copy``, the share of
+    queries at which that output alone picks the right token."""
+    from training.grounding import grounding_loss, head_output
 
     prev_head, induction_head = tap.heads
     prev, induction = copy_attention_targets(spans, length)
     p_loss, p_mass = grounding_loss(tap, prev, [prev_head])
     i_loss, i_mass = grounding_loss(tap, induction, [induction_head])
+    loss, metrics = p_loss + i_loss, {"prev_mass": p_mass, "induction_mass": i_mass}
+    if lm_head is not None:
+        pairs = [(b, q, t) for b, row in enumerate(induction) for q, (t,) in row]
+        device = ids.device
+        rows = torch.tensor([b for b, _, _ in pairs], device=device)
+        queries = torch.tensor([q for _, q, _ in pairs], device=device)
+        wanted = ids[rows, torch.tensor([t for _, _, t in pairs], device=device)]
+        logits = lm_head(head_output(tap, *induction_head, rows, queries)).float()
+        loss = loss + torch.nn.functional.cross_entropy(logits, wanted)
+        metrics["induction_copy"] = float((logits.argmax(-1) == wanted).float().mean())
     tap.seen.clear()
-    return p_loss + i_loss, {"prev_mass": p_mass, "induction_mass": i_mass}
+    return loss, metrics
 
 
 def text_pool(tokenizer: Any) -> list[int]:
@@ -164,7 +179,7 @@ LOOKUP_LENGTH = 384  # about a ClueWorld stage-1 row: the options sit 100-150 to
 
 def with_copy_rows(base_loss: Any, tokenizer: Any, weight: float, rows: int, seed: int = 0,
                    length: int = 128, heads: str = "", model: torch.nn.Module | None = None, lookup_rows: int = 0,
-                   lookup_length: int = LOOKUP_LENGTH, prev_on_task: bool = False):
+                   lookup_length: int = LOOKUP_LENGTH, prev_on_task: bool = False, copy_ov: bool = False):
     """Wrap a recipe's ``loss_fn(model, batch) -> (loss, metrics)``: add ``weight`` x the
     next-token loss of ``rows`` copy rows (``repeat_batch``) to every batch, so that the
     induction circuit stage 0b gives forms during the task's own training instead of before
@@ -184,7 +199,9 @@ def with_copy_rows(base_loss: Any, tokenizer: Any, weight: float, rows: int, see
     trained on those alone did not look as far back as a stage-1 row's options.
 
     ``prev_on_task`` (with ``heads``) supervises the previous-token head on the task's own rows as
-    well (every real token after the first); metrics gain ``task_prev_mass``."""
+    well (every real token after the first); metrics gain ``task_prev_mass``.  ``copy_ov`` (with
+    ``heads``) also trains the induction head's output to predict the token it looks at
+    (``_head_loss``); metrics gain ``induction_copy``."""
     from training.grounding import AttentionTap
 
     pool = text_pool(tokenizer)
@@ -195,7 +212,8 @@ def with_copy_rows(base_loss: Any, tokenizer: Any, weight: float, rows: int, see
         out = model(input_ids=ids.to(device), labels=labels.to(device), use_cache=False).loss
         if tap is None:
             return out, float(out.detach()), {}
-        head_loss, masses = _head_loss(tap, spans, ids.shape[1])
+        head_loss, masses = _head_loss(tap, spans, ids.shape[1], ids.to(device),
+                                       model.get_output_embeddings() if copy_ov else None)
         return out + head_loss, float(out.detach()), masses
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, Any]):
@@ -216,7 +234,8 @@ def with_copy_rows(base_loss: Any, tokenizer: Any, weight: float, rows: int, see
                 model, *lookup_batch(pool, letters, newline, lookup_rows, lookup_length, gen), ids.device)
             extra = extra + more
             metrics = {**metrics, "lookup_loss": lookup_loss,
-                       **({"lookup_mass": masses["induction_mass"]} if masses else {})}
+                       **({"lookup_mass": masses["induction_mass"]} if masses else {}),
+                       **({"lookup_copy": masses["induction_copy"]} if "induction_copy" in masses else {})}
         return loss + weight * extra, metrics
 
     return loss_fn
