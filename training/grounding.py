@@ -46,7 +46,6 @@ from cluenet.errors import ConfigError
 from cluenet.schema import Clue
 
 
-
 @dataclass(frozen=True)
 class VideoLayout:
     """Where a row's video tokens are: their positions in the row (in the processor's order:

@@ -202,7 +202,7 @@ def with_copy_rows(base_loss: Any, tokenizer: Any, weight: float, rows: int, see
     well (every real token after the first); metrics gain ``task_prev_mass``.  ``copy_ov`` (with
     ``heads``) also trains the induction head's output to predict the token it looks at
     (``_head_loss``); metrics gain ``induction_copy``."""
-    from training.grounding import AttentionTap
+    from training.grounding import AttentionTap, grounding_loss
 
     pool = text_pool(tokenizer)
     letters, newline = lookup_tokens(tokenizer) if lookup_rows else ([], 0)
@@ -220,8 +220,6 @@ def with_copy_rows(base_loss: Any, tokenizer: Any, weight: float, rows: int, see
         loss, metrics = base_loss(model, batch)
         ids = batch["input_ids"]
         if tap is not None and prev_on_task:  # the tap still holds the task batch's forward
-            from training.grounding import grounding_loss
-
             real = batch["attention_mask"].sum(-1).tolist() if "attention_mask" in batch else [ids.shape[1]] * len(ids)
             task_prev, task_mass = grounding_loss(tap, [[(t, (t - 1,)) for t in range(1, int(n))] for n in real],
                                                   [tap.heads[0]])
