@@ -238,15 +238,21 @@ def test_grounding_letters_reach_stage1_and_the_baselines_and_stay_off_by_defaul
 def test_letter_heads_are_supervised_apart_from_the_clue_heads(split, tmp_path, monkeypatch):
     seen = []
     real = grounding.grounding_loss
-    monkeypatch.setattr(grounding, "grounding_loss", lambda tap, ground, heads=None: (seen.append(list(heads)),
-                                                                                       real(tap, ground, heads))[1])
+    monkeypatch.setattr(grounding, "grounding_loss",
+                        lambda tap, ground, heads=None, detach=False: (seen.append((list(heads), detach)),
+                                                                       real(tap, ground, heads, detach))[1])
     on = {"loss.grounding_weight": 1.0, "loss.grounding_letters": True, "loss.grounding_heads": "0:0",
           "loss.grounding_letter_heads": "1:1"}
     trainer = stage1.setup(stage1_config(split, tmp_path / "s1", steps=1, **on))
     assert trainer.loss_fn.tap.heads == [(0, 0), (1, 1)]
     trainer.setup()
     trainer.train()
-    assert seen == [[(0, 0)], [(1, 1)]]
+    assert seen == [([(0, 0)], False), ([(1, 1)], False)]
+    seen.clear()  # grounding_letter_detach reaches the letters' term only
+    trainer = stage1.setup(stage1_config(split, tmp_path / "s1d", steps=1, **on, **{"loss.grounding_letter_detach": True}))
+    trainer.setup()
+    trainer.train()
+    assert seen == [([(0, 0)], False), ([(1, 1)], True)]
     with pytest.raises(ConfigError, match="layer:head"):
         LossConfig(grounding_weight=1.0, grounding_letters=True, grounding_letter_heads="2")
 
