@@ -224,13 +224,9 @@ class AttentionTap:
         module, hidden, (cos, sin) = self.seen[layer]
         if detach:
             hidden = hidden.detach()
-        d = module.head_dim
         kv = head // module.num_key_value_groups
-        qw, kw = module.q_proj, module.k_proj
-        q = torch.nn.functional.linear(hidden, qw.weight[head * d:(head + 1) * d],
-                                       None if qw.bias is None else qw.bias[head * d:(head + 1) * d])
-        k = torch.nn.functional.linear(hidden, kw.weight[kv * d:(kv + 1) * d],
-                                       None if kw.bias is None else kw.bias[kv * d:(kv + 1) * d])
+        q = _one_head(module.q_proj, hidden, head, module.head_dim)
+        k = _one_head(module.k_proj, hidden, kv, module.head_dim)
         rotary = sys.modules[type(module).__module__].apply_rotary_pos_emb
         q, k = rotary(q[:, None], k[:, None], cos, sin)
         scores = torch.einsum("nd,nld->nl", q[rows, 0, queries], k[rows, 0]) * module.scaling
@@ -244,12 +240,16 @@ def head_output(tap: AttentionTap, layer: int, head: int, rows: torch.Tensor, qu
     forward: its attention-weighted values through its slice of ``o_proj`` ([N, hidden])."""
     module, hidden, _ = tap.seen[layer]
     d = module.head_dim
-    kv = head // module.num_key_value_groups
-    vw = module.v_proj
-    v = torch.nn.functional.linear(hidden[rows], vw.weight[kv * d:(kv + 1) * d],
-                                   None if vw.bias is None else vw.bias[kv * d:(kv + 1) * d])
+    v = _one_head(module.v_proj, hidden[rows], head // module.num_key_value_groups, d)
     mixed = torch.einsum("nl,nld->nd", tap.attention(layer, head, rows, queries).to(v.dtype), v)
     return mixed @ module.o_proj.weight[:, head * d:(head + 1) * d].T
+
+
+def _one_head(proj: torch.nn.Linear, hidden: torch.Tensor, index: int, d: int) -> torch.Tensor:
+    """``proj(hidden)`` for output rows ``index * d`` to ``(index + 1) * d`` only: one head's query,
+    key or value."""
+    rows = slice(index * d, (index + 1) * d)
+    return torch.nn.functional.linear(hidden, proj.weight[rows], None if proj.bias is None else proj.bias[rows])
 
 
 def target_mass(tap: AttentionTap, ground: Sequence[Sequence[tuple[int, Sequence[int]]]],
