@@ -269,14 +269,9 @@ def target_mass(tap: AttentionTap, ground: Sequence[Sequence[tuple[int, Sequence
     mask = torch.zeros((len(pairs), some.shape[1]), dtype=torch.bool, device=some.device)
     for n, (_, _, targets) in enumerate(pairs):
         mask[n, list(targets)] = True
-    chosen = heads or tap.heads
-    if log:
-        mass = torch.stack([tap.attention(layer, head, rows, queries, log=True, detach=detach).float()
-                            .masked_fill(~mask, float("-inf")).logsumexp(-1) for layer, head in chosen])
-    else:
-        mass = torch.stack([(tap.attention(layer, head, rows, queries, detach=detach).float() * mask).sum(-1)
-                            for layer, head in chosen])
-    return [(b, q) for b, q, _ in pairs], mass
+    log_mass = torch.stack([tap.attention(layer, head, rows, queries, log=True, detach=detach).float()
+                            .masked_fill(~mask, float("-inf")).logsumexp(-1) for layer, head in (heads or tap.heads)])
+    return [(b, q) for b, q, _ in pairs], log_mass if log else log_mass.exp()
 
 
 def grounding_loss(tap: AttentionTap, ground: Sequence[Sequence[tuple[int, Sequence[int]]]],

@@ -120,12 +120,18 @@ def copy_heads(text: str) -> tuple[tuple[int, int], tuple[int, int]]:
     return heads[0], heads[1]
 
 
+def previous_token_targets(lengths: Sequence[int]) -> list[list[tuple[int, tuple[int]]]]:
+    """The previous-token head's grounding targets: at every position of each row (of ``lengths``
+    real tokens) but the first, the position before it."""
+    return [[(t, (t - 1,)) for t in range(1, int(n))] for n in lengths]
+
+
 def copy_attention_targets(spans: Sequence[tuple[int, int, int]], length: int):
     """Where an induction circuit looks on copy rows, as grounding targets (one list a row of
     ``(query, targets)``, like ``training.grounding.letter_targets``): the previous-token head at
     every position on the position before it; the induction head at each token of the recurrence
     (but its last) on the token that followed that token's first occurrence, the one to copy."""
-    prev = [[(t, (t - 1,)) for t in range(1, length)] for _ in spans]
+    prev = previous_token_targets([length] * len(spans))
     induction = [[(again + j, (first + j + 1,)) for j in range(n - 1)] for first, again, n in spans]
     return prev, induction
 
@@ -221,8 +227,7 @@ def with_copy_rows(base_loss: Any, tokenizer: Any, weight: float, rows: int, see
         ids = batch["input_ids"]
         if tap is not None and prev_on_task:  # the tap still holds the task batch's forward
             real = batch["attention_mask"].sum(-1).tolist() if "attention_mask" in batch else [ids.shape[1]] * len(ids)
-            task_prev, task_mass = grounding_loss(tap, [[(t, (t - 1,)) for t in range(1, int(n))] for n in real],
-                                                  [tap.heads[0]])
+            task_prev, task_mass = grounding_loss(tap, previous_token_targets(real), [tap.heads[0]])
             loss, metrics = loss + weight * task_prev, {**metrics, "task_prev_mass": task_mass}
         gen = torch.Generator().manual_seed(seed * 1_000_003 + int(ids.sum()) % 2**31)
         extra, copy_loss, masses = rows_loss(model, *repeat_batch(pool, rows, length, gen, with_spans=True), ids.device)
