@@ -23,6 +23,13 @@ Steps (every run is one of the recipes with its shipped config and overrides):
 that sees the whole clip in one temporal patch; README, "Default model"); the vision store is
 written once, at two frames a patch, and regrouped on read.
 
+``--phase "STEP:OVERRIDES"`` (repeatable) adds dotted overrides from step STEP on, to stage 1 and both
+baselines alike: each run is then trained in segments, each resuming the last one's checkpoint with the
+overrides of the phases begun so far (the same as stopping a run and restarting it with more switches on;
+the schedule must be ``constant`` so that it does not depend on where a segment ends).  Stage 2 gets every
+phase's overrides.  The order matters for this model: some circuits form only if others exist first
+(README, "Default model").
+
 ``--time-budget S`` first times 30 steps of the three concurrent runs and sizes the
 step counts so that everything, evaluation included, ends within S seconds.
 
@@ -39,8 +46,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -54,9 +63,10 @@ def _threads(concurrent: int) -> str:
     return str(max(1, (os.cpu_count() or 2) // concurrent))
 
 
-def _run(cmd: list[str], log: Path, wait: bool = True, threads: str | None = None) -> subprocess.Popen:
-    print("+", " ".join(cmd), flush=True)
-    f = open(log, "w")
+def _run(cmd: list[str], log: Path, wait: bool = True, threads: str | None = None,
+         append: bool = False) -> subprocess.Popen:
+    print("+", shlex.join(cmd), flush=True)
+    f = open(log, "a" if append else "w")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if threads and "OMP_NUM_THREADS" not in os.environ:  # oversubscribed cores slow every run down
         env["OMP_NUM_THREADS"] = threads
@@ -64,6 +74,55 @@ def _run(cmd: list[str], log: Path, wait: bool = True, threads: str | None = Non
     if wait and p.wait():
         raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}; see {log}")
     return p
+
+
+def parse_phase(text: str) -> tuple[int, list[str]]:
+    """``"1500:loss.a=1 loss.b=true"`` -> (1500, ["loss.a=1", "loss.b=true"])."""
+    step, sep, rest = text.partition(":")
+    overrides = shlex.split(rest)
+    if not sep or not step.strip().isdigit() or int(step) <= 0 or not overrides:
+        raise SystemExit(f"--phase wants 'STEP:OVERRIDE [OVERRIDE ...]' with STEP > 0, got {text!r}")
+    if any("=" not in o or o.startswith("train.max_steps=") for o in overrides):
+        raise SystemExit(f"--phase {text!r}: each override is section.key=value, and train.max_steps is not one")
+    return int(step), overrides
+
+
+def segments(max_steps: int, phases: Sequence[tuple[int, list[str]]]) -> list[tuple[int, list[str]]]:
+    """(last step, extra overrides) of each segment of a run of ``max_steps`` steps: a segment ends where
+    a phase begins, and its overrides are those of every phase begun at or before its first step."""
+    ends = sorted({s for s, _ in phases if s < max_steps} | {max_steps})
+    out, start = [], 0
+    for end in ends:
+        out.append((end, [o for s, extra in sorted(phases, key=lambda p: p[0]) if s <= start for o in extra]))
+        start = end
+    return out
+
+
+class Phased(threading.Thread):
+    """One training run in segments (``segments``), in the background; ``wait()`` / ``poll()`` like a Popen."""
+
+    def __init__(self, cmd: list[str], max_steps: int, phases: Sequence[tuple[int, list[str]]], log: Path,
+                 threads: str | None = None):
+        super().__init__(daemon=True)
+        self.cmds = [[*cmd, *extra, f"train.max_steps={end}"] for end, extra in segments(max_steps, phases)]
+        self.log, self.threads, self.returncode = log, threads, None
+        log.write_text("")
+        self.start()
+
+    def run(self) -> None:
+        rc = 0
+        for cmd in self.cmds:
+            rc = _run(cmd, self.log, wait=False, threads=self.threads, append=True).wait()
+            if rc:
+                break
+        self.returncode = rc
+
+    def wait(self) -> int:
+        self.join()
+        return self.returncode
+
+    def poll(self) -> int | None:
+        return None if self.is_alive() else self.returncode
 
 
 def make_data(out: Path, n_train: int, n_s2: int, n_test: int, workers: int) -> Path:
@@ -127,11 +186,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="with --time-budget: seconds kept for the three evaluations")
     p.add_argument("--stage2-overhead", type=float, default=STAGE2_OVERHEAD_S,
                    help="with --time-budget: seconds of stage 2 that are not training steps (self clues, leave-one-out)")
+    p.add_argument("--phase", action="append", default=[], metavar="STEP:OVERRIDES",
+                   help="from step STEP on, add these dotted overrides to stage 1 and the baselines (repeatable), "
+                        "e.g. '1500:loss.lookup_rows=8 loss.copy_prev_on_task=true'")
     p.add_argument("overrides", nargs="*", help="dotted overrides passed to every training run, e.g. train.batch_size=16")
     args = p.parse_args(argv)
+    phases = [parse_phase(t) for t in args.phase]
+    if phases and args.time_budget:
+        raise SystemExit("--time-budget times the first phase only; give --s1-steps and --s2-steps with --phase")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "command.txt").write_text("python -m training.make_default_model " + " ".join(argv if argv is not None else sys.argv[1:]) + "\n")
+    (out / "command.txt").write_text(
+        shlex.join(["python", "-m", "training.make_default_model", *(argv if argv is not None else sys.argv[1:])]) + "\n")
     t0 = time.time()
     train = make_data(out, args.train, args.stage2_train, args.test, args.workers)
     print(f"data ready in {time.time() - t0:.0f} s", flush=True)
@@ -146,18 +212,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                 args.eval_reserve, args.stage2_overhead)
     budget = args.s1_steps + args.s2_steps
     base = [f"data.train_path={train / 'clueworld.jsonl'}", *common]
-    s1 = _run([*py, "training.stage1", "--config", str(CONFIGS / "stage1_clueworld.yaml"), *base,
-               f"train.output_dir={out / 'stage1'}", f"train.max_steps={args.s1_steps}"], out / "stage1.log", wait=False,
-              threads=_threads(3))
-    baselines = [_run([*py, "training.baselines", "--config", str(CONFIGS / f"{k}_clueworld.yaml"), *base,
-                       f"train.output_dir={out / k}", f"train.max_steps={budget}"], out / f"{k}.log", wait=False,
-                       threads=_threads(3))
+    if phases:
+        _check_constant_schedule(base)
+    s1 = Phased([*py, "training.stage1", "--config", str(CONFIGS / "stage1_clueworld.yaml"), *base,
+                 f"train.output_dir={out / 'stage1'}"], args.s1_steps, phases, out / "stage1.log", threads=_threads(3))
+    baselines = [Phased([*py, "training.baselines", "--config", str(CONFIGS / f"{k}_clueworld.yaml"), *base,
+                         f"train.output_dir={out / k}"], budget, phases, out / f"{k}.log", threads=_threads(3))
                  for k in ("direct", "cot")]
     if s1.wait():
         raise SystemExit(f"stage 1 failed; see {out / 'stage1.log'}")
     print(f"stage 1 done at {time.time() - t0:.0f} s", flush=True)
     _run([*py, "training.stage2", "--config", str(CONFIGS / "stage2_clueworld.yaml"),
-          f"data.train_path={train / 'clueworld_stage2.jsonl'}", *common, f"model.init_adapter={out / 'stage1' / 'final'}",
+          f"data.train_path={train / 'clueworld_stage2.jsonl'}", *common, *(o for _, extra in phases for o in extra),
+          f"model.init_adapter={out / 'stage1' / 'final'}",
           f"train.output_dir={out / 'stage2'}", f"train.max_steps={args.s2_steps}"], out / "stage2.log",
          threads=_threads(1 + sum(b.poll() is None for b in baselines)))
     print(f"stage 2 done at {time.time() - t0:.0f} s", flush=True)
@@ -167,6 +234,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_eval:
         evaluate_all(out, args.eval_workers, t0)
     return 0
+
+
+def _check_constant_schedule(overrides: list[str]) -> None:
+    """Segments restart the lr schedule's clock at each ``train.max_steps``: only ``constant`` ignores it."""
+    from training.config import BaselineRunConfig, Stage1RunConfig, load_config
+
+    for cls, name in ((Stage1RunConfig, "stage1"), (BaselineRunConfig, "direct"), (BaselineRunConfig, "cot")):
+        schedule = load_config(cls, CONFIGS / f"{name}_clueworld.yaml", overrides).optim.schedule
+        if schedule != "constant":
+            raise SystemExit(f"--phase needs optim.schedule=constant ({name} has {schedule!r}): a run in segments "
+                             "would restart a decaying schedule at each segment")
 
 
 def pretrain(out: Path, train: Path, args: argparse.Namespace) -> tuple[Path, Path | None]:
