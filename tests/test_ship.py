@@ -47,6 +47,20 @@ def test_ship_copies_model_files_and_writes_the_card(run, tmp_path):
     assert trained_on.startswith("ClueWorld") and "test accuracy 90.0 % (chance 20 %)" in trained_on
     card = (dest / "MODEL_CARD.md").read_text()
     assert "python -m training.make_default_model --out X" in card and table in card and "stage 1" in card
+    assert "text_hidden 128" in card and "baselines: not trained in this run yet" in card
+
+
+def test_the_card_gives_the_sizes_and_baseline_steps_the_run_used(run, tmp_path):
+    (run / "eval-cluenet.json").write_text(json.dumps(_eval(0.9, 0.8)))
+    (run / "stage1").mkdir()
+    (run / "stage1" / "config.yaml").write_text("model:\n  sizes: '{\"temporal_patch\": 16, \"vision_hidden\": 128}'\n")
+    for kind in ("direct", "cot"):
+        (run / kind / "final").mkdir(parents=True)
+        (run / kind / "final" / "stage.json").write_text(json.dumps({"steps": 57}))
+    ship(run, tmp_path / "d", max_mb=1.0)
+    card = (tmp_path / "d" / "MODEL_CARD.md").read_text()
+    assert "temporal_patch 16" in card and "vision_hidden 128" in card and "vision_hidden 64" not in card
+    assert "baselines `direct` 57 and `cot` 57 steps (equal step budget" in card
 
 
 def test_ship_refuses_unevaluated_or_oversized_runs(run, tmp_path):

@@ -72,13 +72,30 @@ def _stage(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def run_sizes(run: Path) -> dict[str, int]:
+    """The small model's sizes in a run: ``SMALL_SIZES`` with the stage-1 config's ``model.sizes``."""
+    import yaml
+
+    from training.model_build import SMALL_SIZES, parse_sizes
+
+    cfg = run / "stage1" / "config.yaml"
+    model = (yaml.safe_load(cfg.read_text()) or {}).get("model", {}) if cfg.is_file() else {}
+    return {**SMALL_SIZES, **parse_sizes(model.get("sizes") or "")}
+
+
+def _baselines_line(base: dict[str, dict]) -> str:
+    if not any(base.values()):
+        return "baselines: not trained in this run yet (`training.make_default_model` trains them at the same budget)"
+    return (f"baselines `direct` {base['direct'].get('steps', '?')} and `cot` {base['cot'].get('steps', '?')} steps "
+            "(equal step budget, same batch size, data and frames)")
+
+
 def model_card(run: Path, evals: dict[str, dict], command: str, size_mb: float) -> str:
     from training.make_default_model import TEST_SEED, TRAIN_SEED
-    from training.model_build import SMALL_SIZES
 
     s1, s2 = _stage(run / "stage1" / "final"), _stage(run / "stage2" / "final")
     base = {m: _stage(run / m / "final") for m in ("direct", "cot")}
-    sizes = ", ".join(f"{k} {v}" for k, v in SMALL_SIZES.items())
+    sizes = ", ".join(f"{k} {v}" for k, v in run_sizes(run).items())
     return f"""# ClueNet small (ClueWorld) -- the app's embedded default model
 
 A ClueNet model built from the real transformers Qwen2-VL classes at a small size
@@ -102,8 +119,7 @@ python -m training.ship --run {run}
 {_stage0(run)}* data: ClueWorld train split seed {TRAIN_SEED} ({s1.get('train_path', '?')}); stage 2 on its first samples
   ({s2.get('train_path', '?')}); test split seed {TEST_SEED}, never used in training
 * stage 1 (E + R): {s1.get('steps', '?')} steps; stage 2 (self clues, filter head, R on filtered clues, E replay):
-  {s2.get('steps', '?')} steps; baselines `direct` {base['direct'].get('steps', '?')} and `cot`
-  {base['cot'].get('steps', '?')} steps (equal step budget, same batch size, data and frames)
+  {s2.get('steps', '?')} steps; {_baselines_line(base)}
 * training seed {s1.get('seed', '?')}; configs `training/configs/*_clueworld.yaml`
 
 ## Results on the test split
@@ -117,7 +133,7 @@ F1 >= 0.85 and temporal IoU >= 0.3 with 0.25 s tolerance, `cluenet/metrics.py`).
 ## Limits
 
 {_verdict(evals["cluenet"])} It is a teaching and testing model for the explorer, not a
-video QA model; the README's "Default model" section says what was tried.
+video QA model; the README's "Default model" section and docs/default-model-history.md say what was tried.
 """
 
 
