@@ -26,7 +26,7 @@ Choices written down here (the paper is silent on them):
   the token that follows that text in the prompt -- a copy that a 3-layer model's
   induction head does.  With the letter first it has to look *back* from the option's
   words to the letter before them, and trained on ClueWorld it stays at chance on that
-  step (README, "Default model").  A model folder records its style in
+  step (docs/default-model-history.md).  A model folder records its style in
   ``cluenet.json``; training takes it from ``data.option_style``.
 """
 from __future__ import annotations

@@ -85,7 +85,7 @@ class ModelConfig:
     # Keep the vision encoder's weights as they are (pretrained, or a from-scratch model's random
     # init; the merger/projector included).  From scratch, a trained tower lost the clip's colours
     # within a few hundred steps while the language model still ignored it; frozen random features
-    # kept them (README, "Default model").  LoRA never touches the vision encoder anyway.  Checkpoints
+    # kept them (docs/default-model-history.md).  LoRA never touches the vision encoder anyway.  Checkpoints
     # hold trainable weights only: a resumed from-scratch run rebuilds the frozen tower from its seed.
     freeze_vision: bool = False
     # A vision.safetensors written by ``python -m training.vision_pretrain`` (stage 0 of the

@@ -860,7 +860,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--steps", type=int, default=steps)
         q.add_argument("--every", type=int, default=50, help="print every N steps")
         q.add_argument("--seed", type=int, default=0)
-    o.set_defaults(lr=1e-3)  # 3e-3 kept the lookups of ``recall`` at chance (README, "Default model")
+    o.set_defaults(lr=1e-3)  # 3e-3 kept the lookups of ``recall`` at chance (docs/default-model-history.md)
     return p
 
 

@@ -10,7 +10,7 @@ every merged video token of the small model says linearly what its cell holds, y
 trained on top of it wrote the side an entering object comes from at chance (19 %, 4 sides) and
 the colour a hit object turns into at 17 %, teacher-forced on test rows (a scratch breakdown of
 ``training.diagnose classes`` by word position): its clues came from the question and the options,
-not from the clip (README, "Default model").
+not from the clip (docs/default-model-history.md).
 
 This recipe trains the language model alone (the tower frozen) to list every object of the
 clip, in a random order, each as its shape (unique within a clip), the colour it first shows and
@@ -26,7 +26,7 @@ that stage 0 also trains on.  The run checks held-out clips every ``--every`` st
 (teacher-forced accuracy of the colour, shape and motion words) and stops once colour and motion
 words reach ``--until``.
 
-Lookups like these form suddenly, after a plateau (README, "Default model": from the seeded init
+Lookups like these form suddenly, after a plateau (docs/default-model-history.md: from the seeded init
 the colour words went from chance to 0.80 between steps 800 and 1,100; from a stage-0b language
 model a shape -> colour lookup did not form in 900 steps), so ``training.make_default_model``
 runs this recipe from the seeded init, before stage 0b.

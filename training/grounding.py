@@ -10,7 +10,7 @@ attention mass on the clue's video tokens.  The loss is ``-log`` of that mass, a
 the clue tokens and the chosen heads (``loss.grounding_weight`` x that is added to stage 1's loss;
 0 turns it off, the default).  Inference is unchanged: the heads just learned where to look.
 
-Why (README, "Default model"): the small from-scratch model's clues came from the question and
+Why (docs/default-model-history.md): the small from-scratch model's clues came from the question and
 the options, not from the clip.  Its vision tokens hold the clip's facts (a linear probe reads
 them), but the language model's lookup into them forms late and by chance, after a plateau in
 which nothing tells a head which of a few hundred tokens holds the answer.  This loss removes that
@@ -19,11 +19,11 @@ training.diagnose tokens ... --grounding-weight 1`` measured a mass of 0.40 on t
 after 100 steps, 0.72 after 300 and 0.81 after 500 (0.001 at the start).  Looking at the right
 token is not yet reading it: in that run (from stage 0b's language model) the words read from the
 clip stayed near where they were without the loss; from the seeded init they formed (clue colours
-0.84, the object hit 0.94-1.0 after 600 steps; README, "Seventh session").
+0.84, the object hit 0.94-1.0 after 600 steps; docs/default-model-history.md).
 
 ``loss.grounding_letters`` adds the decisive letters (``letter_targets``): the chain's closing
 letter should look at the right option in the prompt, the answer's letter at that and at the
-chain's.  Measured (README, "Eighth session"): the answer's letter learns it at once; the chain's
+chain's.  Measured (docs/default-model-history.md): the answer's letter learns it at once; the chain's
 letter did not find its option within 1,000 steps, its heads spread evenly over the five options.
 
 ``AttentionTap`` reads the chosen heads without asking the model for its attention maps

@@ -20,7 +20,7 @@ Steps (every run is one of the recipes with its shipped config and overrides):
    ``<out>/eval-<mode>.json``.
 
 ``--sizes JSON`` overrides ``training.model_build.SMALL_SIZES`` in every stage (e.g. a vision tower
-that sees the whole clip in one temporal patch; README, "Default model"); the vision store is
+that sees the whole clip in one temporal patch; docs/default-model-history.md); the vision store is
 written once, at two frames a patch, and regrouped on read.
 
 ``--phase "STEP:OVERRIDES"`` (repeatable) adds dotted overrides from step STEP on, to stage 1 and both
@@ -28,7 +28,7 @@ baselines alike: each run is then trained in segments, each resuming the last on
 overrides of the phases begun so far (the same as stopping a run and restarting it with more switches on;
 the schedule must be ``constant`` so that it does not depend on where a segment ends).  Stage 2 gets every
 phase's overrides.  The order matters for this model: some circuits form only if others exist first
-(README, "Default model").
+(docs/default-model-history.md).
 
 ``--time-budget S`` first times 30 steps of the three concurrent runs and sizes the
 step counts so that everything, evaluation included, ends within S seconds.
@@ -39,7 +39,7 @@ with ``runs/v3/vision`` copied from an earlier run with the same seeds and ``run
 the same ``ground_pretrain`` command, 699 s): 1.46 s per step with the three runs at once in the probe; 890
 stage-1 + 121 stage-2 steps, baselines 1,011 steps each (batch 8); evaluation done at 1,971 s.  Test accuracy
 ClueNet 21.0 %, direct 21.8 %, cot 20.8 % (chance 20 %), clue F1 0.032.  Not shipped: the shipped model was made
-by this command at commit 58b0eda (before stage 0c and rope theta 1e6); README, "Default model".
+by this command at commit 58b0eda (before stage 0c and rope theta 1e6); docs/default-model-history.md.
 """
 from __future__ import annotations
 
@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--vision-steps", type=int, default=300, help="stage 0: training.vision_pretrain steps")
     p.add_argument("--text-steps", type=int, default=0,
                    help="stage 0b: the most training.text_pretrain steps (default 0: skipped; from stage 0c's language "
-                        "model it did not form its circuit in 3,000 steps with seed 1, README 'Default model')")
+                        "model it did not form its circuit in 3,000 steps with seed 1, docs/default-model-history.md)")
     p.add_argument("--text-seed", type=int, default=1, help="training.text_pretrain seed")
     p.add_argument("--ground-steps", type=int, default=2000,
                    help="stage 0c: the most training.ground_pretrain steps (0: skip stage 0c)")

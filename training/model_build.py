@@ -90,7 +90,7 @@ def small_config(family: str, tokenizer: Any, sizes: dict[str, int] | None = Non
         t.head_dim = head_dim
     half = head_dim // 2  # mrope sections (temporal, height, width) split the rotary half-dimension
     # SMALL_ROPE_THETA, not the tiny configs' 1e4: with 16 rotary pairs a head, 1e4 leaves few position-free
-    # dimensions for a lookup from the answer text into video tokens 100-300 positions back (README, "Default model")
+    # dimensions for a lookup from the answer text into video tokens 100-300 positions back (docs/default-model-history.md)
     t.rope_parameters = {**t.rope_parameters, "rope_theta": SMALL_ROPE_THETA,
                          "mrope_section": [half // 2, half // 4, half - half // 2 - half // 4]}
     v = cfg.vision_config

@@ -7,7 +7,7 @@ Real backbones arrive with in-context lookups already working: "find where this 
 before and copy what followed it" (an induction circuit) is among the first things a language
 model learns from text.  The small model trained from scratch never formed one on ClueWorld's
 rows within a CPU hour: the chain's colour and shape words, which can be copied from the clues
-in the same row, stayed at chance (README, "Default model").  Its one lookup exercise,
+in the same row, stayed at chance (docs/default-model-history.md).  Its one lookup exercise,
 ``diagnose recall``, labels four tokens a row and plateaued at 0.60-0.65.
 
 This recipe trains the text model alone on rows of random tokens in which a segment of 6-39

@@ -6,7 +6,7 @@
 Real video-language models start from a pretrained vision encoder (Qwen2-VL's ViT, SigLIP).
 The shipped ClueWorld model has none: trained from scratch next to a language model that
 still ignores the clip, its tower lost the clip's colours within a few hundred steps, while
-frozen random features kept them (README, "Default model").  This recipe gives the small
+frozen random features kept them (docs/default-model-history.md).  This recipe gives the small
 model what a real backbone brings: an encoder whose output tokens already say what is where.
 
 The real Qwen-VL vision class (patch embedding, ViT blocks and the 2x2 merger whose output
@@ -26,7 +26,7 @@ patch, and what it learns to say depends on how many frames that patch holds (``
   and its word.  This is what a pretrained video encoder brings (it knows actions, not just
   pixels), and the language model is left to order, name and reason.  Held-out, 1,500 steps:
   90 % of the tokens have every column right; the language model did not learn to read them
-  (README, "Default model").
+  (docs/default-model-history.md).
 
 Output: ``<out>/vision.safetensors`` (the vision module's weights; ``model.vision_init`` in a
 stage-1 config loads them, usually with ``model.freeze_vision: true``) and
