@@ -53,7 +53,7 @@ def test_ship_copies_model_files_and_writes_the_card(run, tmp_path):
 def test_the_card_gives_the_sizes_and_baseline_steps_the_run_used(run, tmp_path):
     (run / "eval-cluenet.json").write_text(json.dumps(_eval(0.9, 0.8)))
     (run / "stage1").mkdir()
-    (run / "stage1" / "config.yaml").write_text("model:\n  sizes: '{\"temporal_patch\": 16, \"vision_hidden\": 128}'\n")
+    (run / "stage1" / "config.yaml").write_text("model:\n  name_or_path: small:qwen2_vl\n  sizes: '{\"temporal_patch\": 16, \"vision_hidden\": 128}'\n")
     for kind in ("direct", "cot"):
         (run / kind / "final").mkdir(parents=True)
         (run / kind / "final" / "stage.json").write_text(json.dumps({"steps": 57}))

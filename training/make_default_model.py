@@ -88,12 +88,9 @@ def parse_phase(text: str) -> tuple[int, list[str]]:
 def segments(max_steps: int, phases: Sequence[tuple[int, list[str]]]) -> list[tuple[int, list[str]]]:
     """(last step, extra overrides) of each segment of a run of ``max_steps`` steps: a segment ends where
     a phase begins, and its overrides are those of every phase begun at or before its first step."""
+    phases = sorted(phases, key=lambda p: p[0])
     ends = sorted({s for s, _ in phases if s < max_steps} | {max_steps})
-    out, start = [], 0
-    for end in ends:
-        out.append((end, [o for s, extra in sorted(phases, key=lambda p: p[0]) if s <= start for o in extra]))
-        start = end
-    return out
+    return [(end, [o for s, extra in phases if s <= start for o in extra]) for start, end in zip([0, *ends], ends)]
 
 
 class Phased(threading.Thread):

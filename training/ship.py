@@ -74,13 +74,11 @@ def _stage(folder: Path) -> dict:
 
 def run_sizes(run: Path) -> dict[str, int]:
     """The small model's sizes in a run: ``SMALL_SIZES`` with the stage-1 config's ``model.sizes``."""
-    import yaml
-
+    from training.config import Stage1RunConfig, load_config
     from training.model_build import SMALL_SIZES, parse_sizes
 
     cfg = run / "stage1" / "config.yaml"
-    model = (yaml.safe_load(cfg.read_text()) or {}).get("model", {}) if cfg.is_file() else {}
-    return {**SMALL_SIZES, **parse_sizes(model.get("sizes") or "")}
+    return {**SMALL_SIZES, **parse_sizes(load_config(Stage1RunConfig, cfg).model.sizes if cfg.is_file() else "")}
 
 
 def _baselines_line(base: dict[str, dict]) -> str:
