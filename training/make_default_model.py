@@ -63,7 +63,8 @@ def _threads(concurrent: int) -> str:
 
 def _run(cmd: list[str], log: Path, wait: bool = True, threads: str | None = None,
          append: bool = False) -> subprocess.Popen:
-    print("+", shlex.join(cmd), flush=True)
+    sys.stdout.write(f"+ {shlex.join(cmd)}\n")  # one write: two Phased threads print at once
+    sys.stdout.flush()
     f = open(log, "a" if append else "w")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if threads and "OMP_NUM_THREADS" not in os.environ:  # oversubscribed cores slow every run down
