@@ -124,8 +124,9 @@ def direct_target(answer: int) -> str:
 
 
 def cot_target(chain: Sequence[Step], answer: int) -> str:
-    """Baseline ``cot`` target: a chain without clue citations' block, then the answer."""
-    return reasoning_target(chain, answer)
+    """Baseline ``cot`` target: the chain with its clue citations dropped (``cot`` sees no clues block, so
+    a ``(c2)`` would name a clue that does not exist), then the answer."""
+    return reasoning_target([Step(s.text) for s in chain], answer)
 
 
 # ----------------------------------------------------------------------------- encoding

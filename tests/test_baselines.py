@@ -38,6 +38,9 @@ def test_baseline_rows_share_the_clip_and_question_and_target_only_the_answer_pa
     else:
         assert target.startswith("<chain>") and target.endswith(f"<answer>{letter}</answer><|im_end|>")
         assert "<clues>" not in tokenizer.decode(row.input_ids)
+        assert any(step.cites for step in sample.chain)  # the gold chain cites clues ...
+        assert all(f"({','.join(step.cites)})" not in target for step in sample.chain if step.cites)  # ... cot cannot
+        assert all(" ".join(step.text.split()) in target for step in sample.chain)
     assert prompts.system_prompt(kind) in tokenizer.decode(row.input_ids)
     assert row.weights.count(2.0) == (1 if kind == "direct" else 2)  # the answer letter (and the chain's closing one)
 
