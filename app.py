@@ -17,7 +17,8 @@ reasoning pass with another filter threshold or with clues dropped.
 and three analyst tabs (``cluenet.ui_analyst``): **Case study** (run the model over
 a dataset JSONL under ``--data-root``, load a run from ``--runs-root`` or import
 lmms-eval / NExT-QA predictions; filter, open, tag, export a report), **Side by side**
-(ClueNet vs the direct and cot baselines) and **Dashboard**.
+(ClueNet vs the direct and cot baselines: trained ones given ``--direct-model`` /
+``--cot-model``, else the ClueNet model prompted in each mode) and **Dashboard**.
 
 This module is a thin consumer of ``cluenet``: importing it builds ``demo``
 but loads no model; the model is loaded on first use through ``ModelHolder``
@@ -39,7 +40,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import gradio as gr
 import numpy as np
@@ -684,12 +685,15 @@ def trace_views() -> ui_analyst.TraceViews:
 
 def build_demo(model_loader: Callable[[], Any] | None = None, examples_dir: Path = EXAMPLES_DIR,
                data_roots: Sequence[str | os.PathLike] | None = None,
-               runs_root: str | os.PathLike = DEFAULT_RUNS_ROOT) -> gr.Blocks:
+               runs_root: str | os.PathLike = DEFAULT_RUNS_ROOT,
+               baseline_loaders: Mapping[str, Callable[[], Any]] | None = None) -> gr.Blocks:
     """Build the Blocks app.  No model is loaded here: ``model_loader`` (default: the
     embedded model via ``ClueNet.from_pretrained``) runs on first use.  The Case study
     tab reads datasets under ``data_roots`` (default: the working directory and the
-    assets) and keeps runs under ``runs_root`` (created on the first run)."""
+    assets) and keeps runs under ``runs_root`` (created on the first run).
+    ``baseline_loaders`` (``"direct"`` / ``"cot"``) load trained baselines for Side by side."""
     holder = ModelHolder(model_loader or default_loader())
+    baselines = {mode: ModelHolder(load) for mode, load in (baseline_loaders or {}).items()}
     roots = runstore.Roots.make(data_roots or (Path.cwd(), ASSETS_DIR), runs_root)
     examples = load_examples(examples_dir)
     with gr.Blocks(title="ClueNet Explorer", delete_cache=DELETE_CACHE) as demo:
@@ -711,7 +715,7 @@ def build_demo(model_loader: Callable[[], Any] | None = None, examples_dir: Path
         for panel in (ex_panel, in_panel):
             _wire_panel(panel, holder)
         views = dataclasses.replace(trace_views(), wire_panel=lambda panel: _wire_panel(panel, holder))
-        ui_analyst.build_tabs(holder, views, roots)
+        ui_analyst.build_tabs(holder, views, roots, baselines)
         form["run"].click(
             lambda *a, progress=gr.Progress(): (yield from analyze_upload(holder, *a, progress=progress)),
             [form["video"], form["question"], *form["options"], form["frames"]],
@@ -747,6 +751,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--adapter", default=None, help="PEFT adapter folder (safetensors)")
     parser.add_argument("--filter-head", default=None, help="filter head .safetensors")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--direct-model", default=None,
+                        help="a trained `direct` baseline (training.baselines output) for the Side by side tab")
+    parser.add_argument("--cot-model", default=None, help="a trained `cot` baseline, likewise")
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--data-root", default=None,
@@ -759,9 +766,16 @@ def main(argv: list[str] | None = None) -> None:
         model = default_loader(args.model, args.adapter, args.filter_head, args.device)()
     except ClueNetError as exc:
         raise SystemExit(f"error: {exc}") from None
+    baselines = {}
+    for mode, path in (("direct", args.direct_model), ("cot", args.cot_model)):
+        try:
+            baselines[mode] = default_loader(path, device=args.device)() if path else None
+        except ClueNetError as exc:
+            raise SystemExit(f"error: --{mode}-model: {exc}") from None
     try:
         built = build_demo(lambda: model, data_roots=[args.data_root or Path.cwd(), ASSETS_DIR],
-                           runs_root=args.runs_root)
+                           runs_root=args.runs_root,
+                           baseline_loaders={mode: (lambda m=m: m) for mode, m in baselines.items() if m is not None})
     except ClueNetError as exc:
         raise SystemExit(f"error: {exc}") from None
     launch(built, args.host, args.port)

@@ -402,28 +402,35 @@ def qtypes(run: Run) -> list[str]:
 
 # ----------------------------------------------------------------------------- side by side
 def compare(model: Any, video: Any, question: str, options: Sequence[str], gold: int | None = None,
-            num_frames: int | None = None) -> dict[str, Trace]:
+            num_frames: int | None = None, baselines: Mapping[str, Any] | None = None) -> dict[str, Trace]:
     """ClueNet and the ``direct`` / ``cot`` baselines on the same clip and question.
 
-    Returns ``{"cluenet": ..., "direct": ..., "cot": ...}``; every trace carries its
-    static flags.  The clip is decoded once: the model's clip cache serves the others.
+    ``baselines`` maps ``"direct"`` / ``"cot"`` to separately trained baseline models
+    (``training.baselines``); a mode without one is answered by ``model`` prompted in that
+    mode, which is a prompt ablation, not the trained baseline.  Returns
+    ``{"cluenet": ..., "direct": ..., "cot": ...}``; every trace carries its static flags and
+    names the model that answered.  Each model decodes the clip once (its clip cache).
     """
+    unknown = set(baselines or {}) - {"direct", "cot"}
+    if unknown:
+        raise InputError(f"baselines: unknown mode(s) {sorted(unknown)}; expected 'direct' and/or 'cot'")
+    by = {"direct": model, "cot": model, **(baselines or {})}
     kw = {"num_frames": num_frames, "gold": gold}
     traces = {
         "cluenet": model.analyze(video, question, options, **kw),
-        "direct": model.answer_direct(video, question, options, **kw),
-        "cot": model.answer_cot(video, question, options, **kw),
+        "direct": by["direct"].answer_direct(video, question, options, **kw),
+        "cot": by["cot"].answer_cot(video, question, options, **kw),
     }
     return {mode: analysis.add_flags(t) for mode, t in traces.items()}
 
 
 def compare_table(traces: Mapping[str, Trace]) -> list[dict[str, Any]]:
-    """One row per mode: answer, its probability, correctness, clue/step counts, tokens, seconds."""
+    """One row per mode: the model that answered, its answer and the answer's probability, correctness, clue/step counts, tokens, seconds."""
     rows = []
     for mode, t in traces.items():
         p = t.option_probs[t.answer] if t.answer is not None and t.answer < len(t.option_probs) else None
         rows.append({
-            "mode": mode, "answer": _letter(t.answer), "p_answer": None if p is None else round(float(p), 4),
+            "mode": mode, "model": t.model.name, "answer": _letter(t.answer), "p_answer": None if p is None else round(float(p), 4),
             "correct": t.correct, "clues": len(t.clues), "kept_clues": len(t.kept_clues), "steps": len(t.chain),
             "tokens": int(sum(t.tokens.values())), "seconds": round(float(sum(t.timings.values())), 3),
             "flags": ", ".join(sorted({f.kind for f in t.flags})),

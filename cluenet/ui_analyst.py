@@ -28,7 +28,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import gradio as gr
 import pandas as pd
@@ -182,16 +182,19 @@ def export(run: casestudy.Run | None) -> tuple[str, str]:
 
 # ----------------------------------------------------------------------------- side by side
 def side_by_side(get_model: Callable[[], Any], views: TraceViews, video: str | None, question: str, options: Sequence[str],
-                 gold: str | None, frames: float) -> tuple[pd.DataFrame, Any]:
+                 gold: str | None, frames: float, baselines: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, Any]:
     """ClueNet, direct and cot on one uploaded clip: the comparison table and figure.
 
-    ``get_model`` is called only after the request and the clip passed their checks."""
+    ``baselines`` maps ``"direct"`` / ``"cot"`` to holders (``.get()``) of trained baseline models;
+    a mode without one is the ClueNet model prompted in that mode.  ``get_model`` and the holders
+    are called only after the request and the clip passed their checks."""
     q, opts, n = views.check_request(video, question, options, frames)
     gold_index = None if gold in (None, "", "none") else LETTERS.index(gold)
     if gold_index is not None and gold_index >= len(opts):
         raise InputError(f"gold answer {gold} is not one of the {len(opts)} options (A-{LETTERS[len(opts) - 1]})")
     views.check_clip(video)
-    traces = casestudy.compare(get_model(), video, q, opts, gold=gold_index, num_frames=n)
+    trained = {mode: holder.get() for mode, holder in (baselines or {}).items()}
+    traces = casestudy.compare(get_model(), video, q, opts, gold=gold_index, num_frames=n, baselines=trained)
     rows = casestudy.compare_table(traces)
     return pd.DataFrame(rows), dashboard.side_by_side(traces)
 
@@ -343,12 +346,13 @@ def on_export(run: casestudy.Run | None) -> list:
     return [md, js, status_html(f"✓ report of {len(run.traces)} cases written: report.md, report.json")]
 
 
-def on_compare(holder: Any, views: TraceViews, video: str | None, question: str, *rest: Any) -> list:
+def on_compare(holder: Any, views: TraceViews, video: str | None, question: str, *rest: Any,
+               baselines: Mapping[str, Any] | None = None) -> list:
     """Side-by-side button; ``rest`` = the option boxes, the gold letter, the frame count.
     Returns [status, table, figure]."""
     options, gold, frames = rest[:-2], rest[-2], rest[-1]
     try:
-        df, fig = side_by_side(holder.get, views, video, question, options, gold, frames)
+        df, fig = side_by_side(holder.get, views, video, question, options, gold, frames, baselines)
     except Exception as exc:  # noqa: BLE001
         return [_refused(exc), gr.skip(), gr.skip()]
     return [status_html("✓ answered by ClueNet, direct and cot on the same frames"), df, fig]
@@ -434,10 +438,19 @@ def _case_study_tab(views: TraceViews, roots: Roots) -> dict[str, Any]:
     return c
 
 
-def _side_by_side_tab(views: TraceViews) -> dict[str, Any]:
+def baselines_note(trained: Sequence[str]) -> str:
+    """What answers the baseline rows of the Side by side tab."""
+    prompted = [m for m in ("direct", "cot") if m not in trained]
+    parts = [f"`{m}` by its trained baseline model" for m in ("direct", "cot") if m in trained]
+    if prompted:
+        parts.append(" and ".join(f"`{m}`" for m in prompted) + " by the ClueNet model prompted in that mode "
+                     "(a prompt ablation; start the app with `--direct-model` / `--cot-model` for trained baselines)")
+    return "The same clip, question and frames through ClueNet; " + "; ".join(parts) + "."
+
+
+def _side_by_side_tab(views: TraceViews, trained: Sequence[str] = ()) -> dict[str, Any]:
     c: dict[str, Any] = {}
-    gr.Markdown("The same clip and question through ClueNet and the `direct` and `cot` baselines "
-                "(same model, frames and budget).")
+    gr.Markdown(baselines_note(trained), elem_id="sbs-note")
     with gr.Row():
         with gr.Column(scale=2):
             c["video"] = gr.Video(label="Clip", sources=["upload"], height=240, elem_id="sbs-video")
@@ -477,17 +490,18 @@ class AnalystTabs:
     dash: dict[str, Any]
 
 
-def build_tabs(holder: Any, views: TraceViews, roots: Roots) -> AnalystTabs:
-    """Lay out the Case study, Side by side and Dashboard tabs in the current Blocks and wire them."""
+def build_tabs(holder: Any, views: TraceViews, roots: Roots, baselines: Mapping[str, Any] | None = None) -> AnalystTabs:
+    """Lay out the Case study, Side by side and Dashboard tabs in the current Blocks and wire them.
+    ``baselines``: holders of trained ``direct`` / ``cot`` models for Side by side (see ``side_by_side``)."""
     with gr.Tab("Case study"):
         case = _case_study_tab(views, roots)
     with gr.Tab("Side by side"):
-        sbs = _side_by_side_tab(views)
+        sbs = _side_by_side_tab(views, list(baselines or {}))
     with gr.Tab("Dashboard"):
         dash = _dashboard_tab()
     tabs = AnalystTabs(case, sbs, dash)
     _wire_case_study(tabs, holder, views, roots)
-    _wire_side_by_side(sbs, holder, views)
+    _wire_side_by_side(sbs, holder, views, baselines)
     return tabs
 
 
@@ -526,7 +540,7 @@ def _wire_case_study(tabs: AnalystTabs, holder: Any, views: TraceViews, roots: R
     views.wire_panel(panel)
 
 
-def _wire_side_by_side(c: dict[str, Any], holder: Any, views: TraceViews) -> None:
-    c["run"].click(lambda *a: on_compare(holder, views, *a),
+def _wire_side_by_side(c: dict[str, Any], holder: Any, views: TraceViews, baselines: Mapping[str, Any] | None) -> None:
+    c["run"].click(lambda *a: on_compare(holder, views, *a, baselines=baselines),
                    [c["video"], c["question"], *c["options"], c["gold"], c["frames"]],
                    [c["status"], c["table"], c["plot"]], concurrency_id=views.model_jobs, concurrency_limit=1)

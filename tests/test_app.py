@@ -286,3 +286,24 @@ def test_shipped_examples_load_and_stay_small():
     assert len(loaded) == len(index["examples"]) >= 1
     assert sum(p.stat().st_size for p in app.EXAMPLES_DIR.iterdir()) < examples.MAX_TOTAL_BYTES
     assert index["command"].startswith("python -m cluenet.examples")
+
+
+def test_main_loads_trained_baselines_for_side_by_side_and_names_a_bad_one(monkeypatch, tmp_path):
+    loaded, served = [], []
+    monkeypatch.setattr(app, "default_loader", lambda path=None, *a, **kw: lambda: loaded.append(path) or tiny_model())
+    monkeypatch.setattr(app, "launch", lambda demo, *a, **kw: served.append(demo))
+    app.main(["--cot-model", "runs/x/cot/final", "--runs-root", str(tmp_path / "runs")])
+    assert loaded == [None, "runs/x/cot/final"] and len(served) == 1
+    notes = [b.value for b in served[0].blocks.values() if getattr(b, "elem_id", None) == "sbs-note"]
+    assert notes and "`cot` by its trained baseline model; `direct` by the ClueNet model" in notes[0]
+
+    def refuse(path=None, *a, **kw):
+        def load():
+            if path:
+                raise InputError(f"cannot load a model config from {path!r}")
+            return tiny_model()
+        return load
+
+    monkeypatch.setattr(app, "default_loader", refuse)
+    with pytest.raises(SystemExit, match="error: --direct-model: cannot load a model config from 'nowhere'"):
+        app.main(["--direct-model", "nowhere", "--runs-root", str(tmp_path / "runs")])

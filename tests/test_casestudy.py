@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -218,6 +219,25 @@ def test_compare_runs_cluenet_and_both_baselines_on_one_clip(net, tiny_clip):
     assert [r["mode"] for r in rows] == ["cluenet", "direct", "cot"]
     assert rows[1]["tokens"] == sum(traces["direct"].tokens.values()) and rows[1]["steps"] == 0
     assert rows[0]["p_answer"] == round(traces["cluenet"].option_probs[traces["cluenet"].answer], 4)
+    assert rows[0]["model"] == net.info.name
+
+
+def test_compare_asks_a_trained_baseline_when_given_one(net, tiny_clip):
+    calls = []
+
+    class Baseline:  # answers like a separately trained direct model; must not be asked anything else
+        def answer_direct(self, *args, **kw):
+            calls.append(kw)
+            trace = net.answer_direct(*args, **kw)
+            return trace.with_(model=replace(trace.model, name="runs/x/direct/final"))
+
+    opts = ["the red square", "the blue circle"]
+    traces = casestudy.compare(net, tiny_clip, "What moves first?", opts, gold=0, baselines={"direct": Baseline()})
+    assert calls == [{"num_frames": None, "gold": 0}]
+    assert traces["direct"].model.name == "runs/x/direct/final" and traces["cot"].model.name == net.info.name
+    assert [r["model"] for r in casestudy.compare_table(traces)][1] == "runs/x/direct/final"
+    with pytest.raises(InputError, match=r"unknown mode\(s\) \['clues'\]"):
+        casestudy.compare(net, tiny_clip, "What moves first?", opts, baselines={"clues": Baseline()})
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -294,6 +294,27 @@ def test_side_by_side_compares_the_three_modes(net, tiny_video_file):
     assert all(c is not None for c in df["correct"])  # gold B was passed to every mode
 
 
+def test_side_by_side_loads_a_trained_baseline_only_for_a_valid_request(net, tiny_video_file):
+    views, loads = app.trace_views(), []
+    holder = app.ModelHolder(lambda: net)
+    cot = app.ModelHolder(lambda: loads.append("cot") or net)
+    bad = ui_analyst.on_compare(holder, views, str(tiny_video_file), "", "a", "b", "", "", "", "none", 4,
+                                baselines={"cot": cot})
+    assert "question is empty" in bad[0] and loads == []
+    status, df, _ = ui_analyst.on_compare(holder, views, str(tiny_video_file), "Which way?", "left", "right", "",
+                                          "", "", "none", 4, baselines={"cot": cot})
+    assert "✓" in status and loads == ["cot"] and list(df["model"]) == [net.info.name] * 3
+
+
+def test_the_side_by_side_note_says_what_answers_each_baseline():
+    assert "prompt ablation" in ui_analyst.baselines_note([]) and "`direct` and `cot` by the ClueNet" in \
+        ui_analyst.baselines_note([])
+    both = ui_analyst.baselines_note(["direct", "cot"])
+    assert "`direct` by its trained baseline model; `cot` by its trained" in both and "ablation" not in both
+    one = ui_analyst.baselines_note(["direct"])
+    assert "`direct` by its trained baseline model; `cot` by the ClueNet model prompted" in one
+
+
 def test_build_demo_takes_the_roots_and_refuses_a_missing_data_root(tmp_path):
     demo = app.build_demo(model_loader=lambda: None, examples_dir=tmp_path / "none",
                           data_roots=[tmp_path], runs_root=tmp_path / "runs")
