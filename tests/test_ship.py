@@ -35,6 +35,9 @@ def test_results_table_has_a_column_per_mode_and_a_row_per_type():
     assert "| accuracy, % (10 questions, chance 20) | 80.0 | 30.0 |" in lines
     assert "| accuracy CW, % (n) | 50.0 (6) | 50.0 (6) |" in lines
     assert any(line.startswith("| clue precision / recall / F1 | 0.500 / 0.250 / 0.700 | - |") for line in lines)
+    cot = results_table({"cluenet": _eval(0.8, 0.7), "cot": _eval(0.3)}).splitlines()
+    assert "| questions flagged unsupported citation, % | 10.0 | 10.0 |" in cot  # a cot chain should cite nothing
+    assert "| questions flagged ungrounded clue, % | 30.0 | - |" in cot
 
 
 def test_ship_copies_model_files_and_writes_the_card(run, tmp_path):

@@ -59,8 +59,8 @@ def results_table(evals: dict[str, dict]) -> str:
         cells = []
         for m in modes:
             rate = evals[m].get("flag_rates", {}).get(kind)
-            # direct has no chain; cot has no clues, so its chain's citations are unsupported by construction
-            applies = m == "cluenet" or (m == "cot" and kind == "chain_answer_inconsistency")
+            # direct writes no chain; cot writes no clues (and is trained on chains without citations)
+            applies = m == "cluenet" or (m == "cot" and kind != "ungrounded_clue")
             cells.append(_pct(rate) if applies else "-")
         row(f"questions flagged {kind.replace('_', ' ')}, %", cells)
     row("generated tokens per answer", [_num(evals[m].get("tokens_per_answer"), 1) for m in modes])
