@@ -1,6 +1,6 @@
 """Headless Chromium against the app's analyst tabs (issue 7's acceptance): load a saved
 run, filter the case table by a flag, open a case, tag it, export the report and read
-the downloaded file back; then the dashboard's four plots.
+the downloaded file back; then the dashboard's four plots; then Side by side on an uploaded clip.
 
     pytest tests/test_browser_analyst.py -q     (needs Debian's chromium: apt-get install -y chromium)
 
@@ -35,7 +35,7 @@ def server(tmp_path_factory):
     (base / "data").mkdir()
     folder = write_run(base / "data", base / "runs", "demo-run")
     demo = app.build_demo(model_loader=tiny_model, examples_dir=base / "no-examples", data_roots=[base / "data"],
-                          runs_root=base / "runs")
+                          runs_root=base / "runs", baseline_loaders={"cot": tiny_model})
     with serving(demo, examples_dir=base / "no-examples") as url:
         yield url, folder
 
@@ -109,3 +109,24 @@ def test_a_path_outside_the_data_root_is_refused_in_the_page(page):
     status.wait_for()
     assert "outside the allowed data folders" in status.inner_text()
     assert page.locator("#cs-summary").inner_text().count("demo-run") == 1  # the loaded run stays
+
+
+def test_side_by_side_answers_an_upload_in_three_modes(page, tmp_path):
+    from test_app import TEST_FRAMES, square_clip
+
+    page.get_by_role("tab", name="Side by side").click()
+    note = page.locator("#sbs-note").inner_text()
+    assert "cot by its trained baseline model" in note and "direct by the ClueNet model prompted" in note
+    page.locator("#sbs-video input[type=file]").set_input_files(str(square_clip(tmp_path / "square.mp4")))
+    page.locator("#sbs-question textarea").fill("Which way does the square move?")
+    for letter, text in zip("AB", ("left", "right")):
+        page.locator(f"#sbs-option-{letter} textarea").fill(text)
+    page.locator("#sbs-frames input[type=number]").fill(str(TEST_FRAMES))
+    page.locator("#sbs-frames input[type=number]").press("Enter")
+    page.locator("#sbs-run").click()
+    page.wait_for_selector("#sbs-status :text('answered by ClueNet, direct and cot')", timeout=120_000)
+    table = page.locator("#sbs-table")
+    for mode in ("cluenet", "direct", "cot"):
+        assert table.get_by_role("gridcell", name=mode, exact=True).count() == 1
+    page.locator("#sbs-plot .js-plotly-plot").wait_for()
+    page.screenshot(path=str(ARTIFACTS / "side_by_side.png"), full_page=True)
