@@ -768,14 +768,15 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {exc}") from None
     baselines = {}
     for mode, path in (("direct", args.direct_model), ("cot", args.cot_model)):
-        try:
-            baselines[mode] = default_loader(path, device=args.device)() if path else None
-        except ClueNetError as exc:
-            raise SystemExit(f"error: --{mode}-model: {exc}") from None
+        if path:
+            try:
+                baselines[mode] = default_loader(path, device=args.device)()
+            except ClueNetError as exc:
+                raise SystemExit(f"error: --{mode}-model: {exc}") from None
     try:
         built = build_demo(lambda: model, data_roots=[args.data_root or Path.cwd(), ASSETS_DIR],
                            runs_root=args.runs_root,
-                           baseline_loaders={mode: (lambda m=m: m) for mode, m in baselines.items() if m is not None})
+                           baseline_loaders={mode: (lambda m=m: m) for mode, m in baselines.items()})
     except ClueNetError as exc:
         raise SystemExit(f"error: {exc}") from None
     launch(built, args.host, args.port)

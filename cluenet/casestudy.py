@@ -425,12 +425,14 @@ def compare(model: Any, video: Any, question: str, options: Sequence[str], gold:
 
 
 def compare_table(traces: Mapping[str, Trace]) -> list[dict[str, Any]]:
-    """One row per mode: the model that answered, its answer and the answer's probability, correctness, clue/step counts, tokens, seconds."""
+    """One row per mode: the model that answered, its answer and that answer's probability, correctness,
+    clue/step counts, tokens, seconds."""
     rows = []
     for mode, t in traces.items():
         p = t.option_probs[t.answer] if t.answer is not None and t.answer < len(t.option_probs) else None
         rows.append({
-            "mode": mode, "model": t.model.name, "answer": _letter(t.answer), "p_answer": None if p is None else round(float(p), 4),
+            "mode": mode, "model": t.model.name, "answer": _letter(t.answer),
+            "p_answer": None if p is None else round(float(p), 4),
             "correct": t.correct, "clues": len(t.clues), "kept_clues": len(t.kept_clues), "steps": len(t.chain),
             "tokens": int(sum(t.tokens.values())), "seconds": round(float(sum(t.timings.values())), 3),
             "flags": ", ".join(sorted({f.kind for f in t.flags})),

@@ -182,7 +182,8 @@ def export(run: casestudy.Run | None) -> tuple[str, str]:
 
 # ----------------------------------------------------------------------------- side by side
 def side_by_side(get_model: Callable[[], Any], views: TraceViews, video: str | None, question: str, options: Sequence[str],
-                 gold: str | None, frames: float, baselines: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, Any]:
+                 gold: str | None, frames: float,
+                 baselines: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, Any]:
     """ClueNet, direct and cot on one uploaded clip: the comparison table and figure.
 
     ``baselines`` maps ``"direct"`` / ``"cot"`` to holders (``.get()``) of trained baseline models;
