@@ -14,6 +14,10 @@ A saved folder (written by ``save``, read by ``load``)::
       tokenizer.json, tokenizer_config.json, chat_template.jinja, processor_config.json ...
       filter_head.safetensors              when the pipeline has a filter head
       cluenet.json                         {"backbone", "trained_on", "num_frames", "option_style"}
+
+``load`` also reads a LoRA output of the training recipes (``training/common.py``): a folder
+with ``stage.json`` (``"finetune": "lora"``, the ``"base"`` model's name) and the PEFT
+adapter in ``adapter/``; the base loads by its name and the adapter goes on top.
 """
 from __future__ import annotations
 
@@ -35,6 +39,8 @@ RANDOM_TRAINED_ON = "nothing: random weights (no trained model shipped yet)"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "model"
 CONFIG_FILE = "cluenet.json"
 HEAD_FILE = "filter_head.safetensors"
+STAGE_FILE = "stage.json"  # written by the training recipes next to their output
+ADAPTER_DIR = "adapter"  # a LoRA output's PEFT folder
 
 
 @dataclass
@@ -61,8 +67,14 @@ def load(model: str | Path | None = None, adapter: str | None = None, filter_hea
     if model is None and not (DEFAULT_MODEL_DIR / "config.json").is_file():
         return random_default(device)
     path = str(model if model is not None else DEFAULT_MODEL_DIR)
+    stage = _lora_output(Path(path)) if adapter is None else None
+    if stage is not None:  # a training LoRA output: its base model, its adapter, its head and settings
+        folder = Path(path)
+        path, adapter = str(stage["base"]), str(folder / ADAPTER_DIR)
+        if filter_head is None and (folder / HEAD_FILE).is_file():
+            filter_head = str(folder / HEAD_FILE)
     net, proc, fam = backbones.load_pretrained(path, device, _dtype(dtype), trust_remote_code)
-    meta = _read_meta(path)
+    meta = _read_meta(path) if stage is None else {**stage, "trained_on": _stage_trained_on(stage)}
     if adapter:
         net = _load_adapter(net, adapter)
     head_path = filter_head or (str(Path(path) / HEAD_FILE) if (Path(path) / HEAD_FILE).is_file() else None)
@@ -74,6 +86,26 @@ def load(model: str | Path | None = None, adapter: str | None = None, filter_hea
     if style not in OPTION_STYLES:
         raise ModelError(f"{Path(path) / CONFIG_FILE}: option_style must be one of {OPTION_STYLES}, got {style!r}")
     return Loaded(net, proc, head, info, num_frames, style)
+
+
+def _lora_output(folder: Path) -> dict[str, Any] | None:
+    """The ``stage.json`` of a training LoRA output, else None (a plain model folder or a hub name)."""
+    f = folder / STAGE_FILE
+    if not f.is_file():
+        return None
+    try:
+        info = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{f} is not readable JSON: {exc}") from exc
+    if not isinstance(info, dict) or info.get("finetune") != "lora":
+        return None
+    if not info.get("base"):
+        raise ModelError(f"{f}: a LoRA output that does not name its base model")
+    return info
+
+
+def _stage_trained_on(stage: dict[str, Any]) -> str:
+    return f"{stage.get('recipe', 'training')} LoRA on {stage['base']} ({stage.get('steps', '?')} steps)"
 
 
 def random_default(device: str | None) -> Loaded:

@@ -243,3 +243,41 @@ def test_infer_cli_json(tiny_video_file, capsys, monkeypatch, tmp_path):
     trace = Trace.from_json(capsys.readouterr().out)
     assert trace.clip.name == "tiny.mp4" and len(trace.clip.sha256) == 64 and len(trace.clip.frame_times) == 4
     assert main(["infer", "--video", str(tiny_video_file), "--question", "", "--option", "a", "--option", "b"]) == 2
+
+
+def test_a_training_lora_output_loads_as_base_plus_adapter(tiny_qwen, tmp_path):
+    """``from_pretrained(<stage output>)`` on a LoRA output: the base by its name, the adapter, the
+    head, the frames and option style the run saved (what ``training.evaluate`` and the app load)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from cluenet import backbones, pretrained
+    from training.common import save_output
+
+    base = _net(tiny_qwen).save(tmp_path / "base", trained_on="base weights")
+    model, proc, fam = backbones.load_pretrained(str(base), device="cpu", dtype=torch.float32)
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules=fam.lora_targets))
+    with torch.no_grad():  # LoRA's B starts at zero: make the adapter change the outputs
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    head = FilterHead(int(model.config.get_text_config().hidden_size))
+    info = {"finetune": "lora", "base": str(base), "num_frames": 6, "option_style": "letter_last",
+            "recipe": "stage2", "stage": 2, "steps": 3}
+    out = save_output(peft, proc, tmp_path / "stage2", info, filter_head=head)
+    assert (out / pretrained.ADAPTER_DIR / "adapter_model.safetensors").is_file()
+
+    loaded = ClueNet.from_pretrained(str(out), device="cpu")
+    assert loaded.info.adapter == str(out / pretrained.ADAPTER_DIR) and loaded.filter_head is not None
+    assert loaded.info.trained_on == f"stage2 LoRA on {base} (3 steps)" and loaded.info.name == str(out)
+    assert (loaded.num_frames, loaded.option_style) == (6, "letter_last")
+    ids = torch.tensor([[5, 9, 13, 21]])
+    with torch.no_grad():
+        want = peft.eval()(input_ids=ids).logits
+        assert torch.allclose(loaded.model(input_ids=ids).logits, want, atol=1e-5)
+        assert not torch.allclose(ClueNet.from_pretrained(str(base), device="cpu").model(input_ids=ids).logits, want,
+                                  atol=1e-3)
+
+    (out / pretrained.STAGE_FILE).write_text(json.dumps({**info, "base": ""}))
+    with pytest.raises(ModelError, match="a LoRA output that does not name its base model"):
+        ClueNet.from_pretrained(str(out), device="cpu")

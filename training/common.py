@@ -22,14 +22,13 @@ import torch.nn.functional as F
 
 from cluenet import backbones
 from cluenet.errors import ConfigError, ModelError
+from cluenet.pretrained import ADAPTER_DIR, STAGE_FILE  # the output layout ClueNet.from_pretrained reads back
 from cluenet.prompts import DEFAULT_OPTION_STYLE
 from cluenet.schema import Sample
 from training import data as tdata
 from training.config import DataConfig, ModelConfig
 
-STAGE_FILE = "stage.json"
 FINAL_DIR = "final"
-ADAPTER_DIR = "adapter"
 
 
 def parse(argv: Sequence[str] | None, prog: str, doc: str) -> argparse.Namespace:

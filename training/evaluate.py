@@ -51,17 +51,6 @@ def load_model(folder: str, device: str | None = None) -> Any:
     """A ClueNet from a stage output (full weights, or base + adapter) or any from_pretrained target."""
     from cluenet.model import ClueNet
 
-    from training.common import ADAPTER_DIR, STAGE_FILE
-
-    path = Path(folder)
-    stage = path / STAGE_FILE
-    if stage.is_file():
-        info = json.loads(stage.read_text())
-        if info.get("finetune") == "lora":
-            head = path / "filter_head.safetensors"
-            return ClueNet.from_pretrained(info["base"], adapter=str(path / ADAPTER_DIR),
-                                           filter_head=str(head) if head.is_file() else None, device=device,
-                                           option_style=info.get("option_style"))
     return ClueNet.from_pretrained(folder, device=device)
 
 
