@@ -1,4 +1,4 @@
-"""training.make_default_model's phases: overrides switched on part-way through a run."""
+"""training.make_default_model: its data splits, and phases (overrides switched on part-way through a run)."""
 from __future__ import annotations
 
 import json
@@ -39,3 +39,18 @@ def test_a_phased_run_resumes_each_segment_with_the_phase_overrides(tmp_path):
     assert ["copy_loss" in r for r in rows] == [False, False, True, True]
     assert (out / "final" / "model.safetensors").is_file()
     assert (tmp_path / "stage1.log").read_text().count("Traceback") == 0
+
+
+def test_validation_and_test_splits_use_their_own_seeds(tmp_path):
+    def splits(out, **n):
+        store = out / "data" / "train" / "vision_store"
+        store.mkdir(parents=True)
+        (store / "index.json").write_text("{}")  # a training split already made: only val and test are generated
+        mdm.make_data(out, 0, 0, workers=1, **n)
+        return {f.parent.name: [json.loads(line)["id"] for line in f.open()]
+                for f in sorted((out / "data").glob("*/clueworld.jsonl"))}
+
+    assert splits(tmp_path / "a", n_test=3, n_val=4) == {"val": [f"cw{mdm.VAL_SEED}-{i:06d}" for i in range(4)],
+                                                        "test": [f"cw{mdm.TEST_SEED}-{i:06d}" for i in range(3)]}
+    assert len({mdm.TRAIN_SEED, mdm.VAL_SEED, mdm.TEST_SEED}) == 3
+    assert list(splits(tmp_path / "b", n_test=2)) == ["test"]  # --val 0: no validation split

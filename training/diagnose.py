@@ -12,7 +12,7 @@
         --grounding-weight 1 --grounding-heads 1:0,2:0 --set loss.extraction_weight=2 --save lm.safetensors]
     python -m training.diagnose options [--text-init runs/default/text/text.safetensors --repeat-batch 8 --steps 3000
         --gap 16 --queries 3 --length 192 --save DIR/text.safetensors]
-    python -m training.diagnose classes --model runs/default/stage1/final --data runs/default/data/test/clueworld.jsonl
+    python -m training.diagnose classes --model runs/default/stage1/final --data runs/default/data/val/clueworld.jsonl
         [--limit 96 --batch 8]
 
 ``tokens`` trains the stage-1 model (``training/configs/stage1_clueworld.yaml``, E + R

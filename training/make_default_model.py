@@ -6,7 +6,8 @@
 Steps (every run is one of the recipes with its shipped config and overrides):
 
 1. ClueWorld splits, no video files (clips are re-rendered from their ids): train seed
-   ``TRAIN_SEED``, test seed ``TEST_SEED`` (never used in training); a vision store
+   ``TRAIN_SEED``, validation seed ``VAL_SEED`` (``--val``; for choosing steps and phases),
+   test seed ``TEST_SEED`` (never used in training or for choices); a vision store
    of the training clips (``training.data.VisionStore``) shared by all runs.
 2. Stage 0: ``training.vision_pretrain`` (the vision tower, on dense cell labels), then stage 0c
    ``training.ground_pretrain`` (the language model learns to look things up in the clip) and,
@@ -52,7 +53,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-TRAIN_SEED, TEST_SEED = 1, 3
+TRAIN_SEED, VAL_SEED, TEST_SEED = 1, 2, 3  # validation: for choosing steps and phases without the test split
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
@@ -121,8 +122,9 @@ class Phased(threading.Thread):
         return None if self.is_alive() else self.returncode
 
 
-def make_data(out: Path, n_train: int, n_s2: int, n_test: int, workers: int) -> Path:
-    """Train/test JSONL and the training vision store; returns the train folder."""
+def make_data(out: Path, n_train: int, n_s2: int, n_test: int, workers: int, n_val: int = 0) -> Path:
+    """Train/validation/test JSONL and the training vision store; returns the train folder.  The
+    validation split (``n_val`` questions, none when 0) is for choices made while training."""
     from cluenet import backbones
     from cluenet.data import clueworld
     from cluenet.data.jsonl import read_samples, write_jsonl
@@ -137,9 +139,10 @@ def make_data(out: Path, n_train: int, n_s2: int, n_test: int, workers: int) -> 
         write_jsonl(samples[:n_s2], train / "clueworld_stage2.jsonl")
         fam = backbones.get_family(_family_name("small:qwen2_vl"))
         tdata.VisionStore.build(train / "vision_store", samples, _processor_fn, fam, tdata.ClueWorldFrames(), workers)
-    test = out / "data" / "test"
-    if not (test / clueworld.JSONL_NAME).is_file():
-        clueworld.generate(test, n_test, TEST_SEED, workers=workers, write_video=False)
+    for split, n, seed in (("val", n_val, VAL_SEED), ("test", n_test, TEST_SEED)):
+        folder = out / "data" / split
+        if n and not (folder / clueworld.JSONL_NAME).is_file():
+            clueworld.generate(folder, n, seed, workers=workers, write_video=False)
     return train
 
 
@@ -161,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--train", type=int, default=20000)
     p.add_argument("--stage2-train", type=int, default=1000)
     p.add_argument("--test", type=int, default=500)
+    p.add_argument("--val", type=int, default=200,
+                   help=f"validation questions (ClueWorld seed {VAL_SEED}; data/val) for choosing steps; 0: none")
     p.add_argument("--s1-steps", type=int, default=2500)
     p.add_argument("--s2-steps", type=int, default=400)
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
@@ -195,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "command.txt").write_text(
         shlex.join(["python", "-m", "training.make_default_model", *(argv if argv is not None else sys.argv[1:])]) + "\n")
     t0 = time.time()
-    train = make_data(out, args.train, args.stage2_train, args.test, args.workers)
+    train = make_data(out, args.train, args.stage2_train, args.test, args.workers, args.val)
     print(f"data ready in {time.time() - t0:.0f} s", flush=True)
     py = [sys.executable, "-m"]
     vision, text = pretrain(out, train, args)
