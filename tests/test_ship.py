@@ -51,6 +51,7 @@ def test_ship_copies_model_files_and_writes_the_card(run, tmp_path):
     card = (dest / "MODEL_CARD.md").read_text()
     assert "python -m training.make_default_model --out X" in card and table in card and "stage 1" in card
     assert "text_hidden 128" in card and "baselines: not trained in this run yet" in card
+    assert "validation split" not in card  # the run has none
 
 
 def test_the_card_gives_the_sizes_and_baseline_steps_the_run_used(run, tmp_path):
@@ -60,8 +61,11 @@ def test_the_card_gives_the_sizes_and_baseline_steps_the_run_used(run, tmp_path)
     for kind in ("direct", "cot"):
         (run / kind / "final").mkdir(parents=True)
         (run / kind / "final" / "stage.json").write_text(json.dumps({"steps": 57}))
+    (run / "data" / "val").mkdir(parents=True)
+    (run / "data" / "val" / "clueworld.jsonl").write_text('{"id": "cw2-000000"}\n{"id": "cw2-000001"}\n')
     ship(run, tmp_path / "d", max_mb=1.0)
     card = (tmp_path / "d" / "MODEL_CARD.md").read_text()
+    assert f"validation split seed 2 (2 questions, {(run / 'data' / 'val' / 'clueworld.jsonl').as_posix()})" in card
     assert "temporal_patch 16" in card and "vision_hidden 128" in card and "vision_hidden 64" not in card
     assert "baselines `direct` 57 and `cot` 57 steps (equal step budget" in card
 

@@ -88,8 +88,16 @@ def _baselines_line(base: dict[str, dict]) -> str:
             "(equal step budget, same batch size, data and frames)")
 
 
+def _val_line(run: Path, seed: int) -> str:
+    val = run / "data" / "val" / "clueworld.jsonl"
+    if not val.is_file():
+        return ""
+    n = sum(1 for line in val.open(encoding="utf-8") if line.strip())
+    return f"validation split seed {seed} ({n} questions, {val.as_posix()}) for choices made while training; "
+
+
 def model_card(run: Path, evals: dict[str, dict], command: str, size_mb: float) -> str:
-    from training.make_default_model import TEST_SEED, TRAIN_SEED
+    from training.make_default_model import TEST_SEED, TRAIN_SEED, VAL_SEED
 
     s1, s2 = _stage(run / "stage1" / "final"), _stage(run / "stage2" / "final")
     base = {m: _stage(run / m / "final") for m in ("direct", "cot")}
@@ -115,7 +123,7 @@ python -m training.ship --run {run}
 ```
 
 {_stage0(run)}* data: ClueWorld train split seed {TRAIN_SEED} ({s1.get('train_path', '?')}); stage 2 on its first samples
-  ({s2.get('train_path', '?')}); test split seed {TEST_SEED}, never used in training
+  ({s2.get('train_path', '?')}); {_val_line(run, VAL_SEED)}test split seed {TEST_SEED}, never used in training
 * stage 1 (E + R): {s1.get('steps', '?')} steps; stage 2 (self clues, filter head, R on filtered clues, E replay):
   {s2.get('steps', '?')} steps; {_baselines_line(base)}
 * training seed {s1.get('seed', '?')}; configs `training/configs/*_clueworld.yaml`
